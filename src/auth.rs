@@ -1,0 +1,135 @@
+//! Member authentication: HS256 JWTs with `sub` (the user id) and `exp`.
+//! The algorithm is pinned, so `alg: none` or an RSA/ECDSA header is refused.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use aurum_schema::ids::UserId;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// Signs and verifies member tokens.
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl JwtKeys {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Issues a token for `user`, valid for `ttl_secs`.
+    pub fn issue(
+        &self,
+        user: UserId,
+        admin: bool,
+        ttl_secs: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = chrono::Utc::now().timestamp().max(0).unsigned_abs();
+        let claims = Claims {
+            sub: user.to_string(),
+            exp: now.saturating_add(ttl_secs),
+            role: admin.then(|| "admin".to_owned()),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+    }
+
+    /// Verifies a token and returns who it speaks for.
+    pub fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => ApiError::unauthorized("token expired"),
+                    _ => ApiError::unauthorized("invalid token"),
+                }
+            })?;
+        let id = UserId::parse(&data.claims.sub)
+            .ok_or_else(|| ApiError::unauthorized("token subject is not a user id"))?;
+        Ok(AuthUser {
+            id,
+            admin: data.claims.role.as_deref() == Some("admin"),
+        })
+    }
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtKeys { <redacted> }")
+    }
+}
+
+/// The member a request speaks for, from `Authorization: Bearer <jwt>`.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser {
+    pub id: UserId,
+    pub admin: bool,
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(ApiError::internal)?;
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
+    state.jwt.verify(token)
+}
+
+/// An authenticated member with the admin role.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminUser(pub AuthUser);
+
+impl FromRequest for AdminUser {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req).and_then(|user| {
+            if user.admin {
+                Ok(Self(user))
+            } else {
+                Err(ApiError::forbidden("admin role required"))
+            }
+        }))
+    }
+}

@@ -1,0 +1,176 @@
+//! Service configuration, read from the environment (and flags) once at
+//! start-up. `aurum serve --help` lists every variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aurum_schema::pool::PoolSettings;
+use clap::Args;
+
+/// A fixed JWT key for local development only (`--dev`), so `make run` and
+/// `aurum token --dev` agree without any set-up.
+pub const DEV_JWT_SECRET: &str = "aurum-dev-secret-not-for-production";
+
+#[derive(Clone, Args)]
+pub struct Config {
+    /// PostgreSQL connection URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://localhost/aurum"
+    )]
+    pub database_url: String,
+    /// Redis URL; unset runs a single node with an in-process bus.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Address for REST, health and metrics.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Address for Socket.IO sockets (`/socket.io/`).
+    #[arg(long, env = "WS_BIND", default_value = "127.0.0.1:8081")]
+    pub ws_bind: SocketAddr,
+    /// HS256 key for member tokens; required unless --dev.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Development mode: a fixed JWT key when JWT_SECRET is unset.
+    #[arg(long)]
+    pub dev: bool,
+    /// Database pool size.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50)]
+    pub max_connections: u32,
+    /// Seconds before a database connection is replaced.
+    #[arg(long, env = "POOL_RECYCLE", default_value_t = 3600)]
+    pub pool_recycle: u64,
+    /// Seconds a request waits for a database connection.
+    #[arg(long, env = "POOL_TIMEOUT", default_value_t = 30)]
+    pub pool_timeout: u64,
+    /// Watch memory and CPU and act before the node is in trouble.
+    #[arg(long, env = "ENABLE_RESOURCE_MONITOR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_resource_monitor: bool,
+    /// Memory use (percent) above which the resource supervisor acts.
+    #[arg(long, env = "MEMORY_HIGH_WATERMARK", default_value_t = 80)]
+    pub memory_high_watermark: u8,
+    /// Largest Socket.IO packet, in bytes.
+    #[arg(long, env = "WS_MAX_PAYLOAD", default_value_t = 100_000)]
+    pub ws_max_payload: usize,
+    /// Milliseconds between server pings.
+    #[arg(long, env = "WS_PING_INTERVAL", default_value_t = 25_000)]
+    pub ws_ping_interval: u64,
+    /// Milliseconds to wait for a pong.
+    #[arg(long, env = "WS_PING_TIMEOUT", default_value_t = 20_000)]
+    pub ws_ping_timeout: u64,
+    /// This node's name on the bus; defaults to hostname + pid.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+    /// HTTP worker threads; defaults to one per core.
+    #[arg(long, env = "HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+    /// Apply pending migrations before serving.
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = false, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("JWT_SECRET is required (or pass --dev for a development key)")]
+    MissingJwtSecret,
+    #[error("JWT_SECRET must be at least 16 bytes")]
+    WeakJwtSecret,
+    #[error("{0}")]
+    Parse(#[from] clap::Error),
+}
+
+impl Config {
+    /// Reads the configuration from the environment alone (no flags).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        #[derive(clap::Parser)]
+        struct EnvOnly {
+            #[command(flatten)]
+            config: Config,
+        }
+        let parsed = <EnvOnly as clap::Parser>::try_parse_from(["aurum"])?;
+        Ok(parsed.config)
+    }
+
+    /// The JWT key in force: JWT_SECRET, or the development key under --dev.
+    pub fn jwt_secret(&self) -> Result<&str, ConfigError> {
+        match (&self.jwt_secret, self.dev) {
+            (Some(secret), _) if secret.len() < 16 => Err(ConfigError::WeakJwtSecret),
+            (Some(secret), _) => Ok(secret),
+            (None, true) => Ok(DEV_JWT_SECRET),
+            (None, false) => Err(ConfigError::MissingJwtSecret),
+        }
+    }
+
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.max_connections,
+            recycle_after: Duration::from_secs(self.pool_recycle),
+            checkout_timeout: Duration::from_secs(self.pool_timeout),
+        }
+    }
+
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+/// Secrets and credentials in URLs are never printed.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("bind", &self.bind)
+            .field("ws_bind", &self.ws_bind)
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("dev", &self.dev)
+            .field("max_connections", &self.max_connections)
+            .field("pool_recycle", &self.pool_recycle)
+            .field("pool_timeout", &self.pool_timeout)
+            .field("enable_resource_monitor", &self.enable_resource_monitor)
+            .field("memory_high_watermark", &self.memory_high_watermark)
+            .field("ws_max_payload", &self.ws_max_payload)
+            .field("ws_ping_interval", &self.ws_ping_interval)
+            .field("ws_ping_timeout", &self.ws_ping_timeout)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `postgres://user:pass@host/db` -> `postgres://user:***@host/db`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split(':').next().unwrap_or_default();
+    format!("{scheme}://{user}:***@{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://localhost/aurum"),
+            "postgres://localhost/aurum"
+        );
+    }
+}

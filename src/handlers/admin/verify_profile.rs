@@ -1,0 +1,43 @@
+//! `POST /api/v1/admin/profiles/{id}/verification` `{status, reason?}`.
+
+use actix_web::web;
+use aurum_schema::ids::UserId;
+use aurum_schema::models::profiles::{self, Profile, VerificationStatus};
+use serde::Deserialize;
+
+use crate::auth::AdminUser;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationInput {
+    status: VerificationStatus,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub async fn verify_profile(
+    state: web::Data<AppState>,
+    AdminUser(admin): AdminUser,
+    path: web::Path<String>,
+    body: web::Json<VerificationInput>,
+) -> Result<web::Json<Profile>, ApiError> {
+    let not_found = || ApiError::not_found("no such profile");
+    let id = UserId::parse(&path).ok_or_else(not_found)?;
+    if body
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 1000)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            "`reason` must be at most 1000 characters",
+        ));
+    }
+    let mut conn = state.db.get().await?;
+    profiles::set_verification(&mut conn, admin.id, id, body.status, body.reason.as_deref())
+        .await?
+        .map(web::Json)
+        .ok_or_else(not_found)
+}

@@ -1,0 +1,80 @@
+//! `GET /api/v1/matching/profiles/batch?profile_ids=1,2`: the profiles in a
+//! viewport, in one query, in the order asked.
+
+use std::collections::{HashMap, HashSet};
+
+use actix_web::web;
+use aurum_schema::models::profiles::{self, Profile};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::handlers::non_blank;
+use crate::state::AppState;
+
+const MAX_IDS: usize = 50;
+
+#[derive(Debug, Deserialize)]
+pub struct BatchQuery {
+    profile_ids: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchResponse {
+    profiles: Vec<Profile>,
+    missing: Vec<i64>,
+}
+
+pub async fn batch_profiles(
+    state: web::Data<AppState>,
+    _user: AuthUser,
+    query: web::Query<BatchQuery>,
+) -> Result<web::Json<BatchResponse>, ApiError> {
+    let ids = parse_ids(query.profile_ids.as_deref())?;
+    let mut conn = state.db.get().await?;
+    let found = profiles::load_approved(&mut conn, &ids).await?;
+    let mut by_id: HashMap<i64, Profile> = found.into_iter().map(|p| (p.id, p)).collect();
+    let mut response = BatchResponse {
+        profiles: Vec::with_capacity(ids.len()),
+        missing: Vec::new(),
+    };
+    for id in ids {
+        match by_id.remove(&id) {
+            Some(profile) => response.profiles.push(profile),
+            None => response.missing.push(id),
+        }
+    }
+    Ok(web::Json(response))
+}
+
+/// `1,2,3` -> `[1, 2, 3]`: 1..=50 positive ids; a repeated id is kept once,
+/// at its first position.
+fn parse_ids(raw: Option<&str>) -> Result<Vec<i64>, ApiError> {
+    let raw = non_blank(raw)
+        .ok_or_else(|| ApiError::bad_request("invalid_profile_ids", "`profile_ids` is required"))?;
+    let parts: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if parts.len() > MAX_IDS {
+        return Err(ApiError::bad_request(
+            "invalid_profile_ids",
+            format!("at most {MAX_IDS} ids per request, got {}", parts.len()),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(parts.len());
+    let mut ids = Vec::with_capacity(parts.len());
+    for part in parts {
+        let id = part
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_profile_ids",
+                    format!("{part:?} is not a profile id"),
+                )
+            })?;
+        if seen.insert(id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}

@@ -1,0 +1,27 @@
+//! `GET /api/v1/profiles/{id}`: an approved profile, or one's own, or any
+//! profile for an admin.
+
+use actix_web::web;
+use aurum_schema::ids::UserId;
+use aurum_schema::models::profiles::{self, Profile};
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub async fn get_profile(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<web::Json<Profile>, ApiError> {
+    let not_found = || ApiError::not_found("no such profile");
+    let id = UserId::parse(&path).ok_or_else(not_found)?;
+    let mut conn = state.db.get().await?;
+    let profile = profiles::find(&mut conn, id).await?.ok_or_else(not_found)?;
+    // Unapproved profiles are hidden as if absent, so their existence leaks nothing.
+    if profile.is_approved() || profile.id == user.id.0 || user.admin {
+        Ok(web::Json(profile))
+    } else {
+        Err(not_found())
+    }
+}

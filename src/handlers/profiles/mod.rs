@@ -1,0 +1,13 @@
+//! `/api/v1/profiles` and `/api/v1/matching/profiles`.
+
+mod batch;
+mod get;
+mod get_own;
+mod put_own;
+mod scroll;
+
+pub use batch::batch_profiles;
+pub use get::get_profile;
+pub use get_own::get_own_profile;
+pub use put_own::put_own_profile;
+pub use scroll::scroll_profiles;

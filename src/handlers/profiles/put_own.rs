@@ -1,0 +1,77 @@
+//! `PUT /api/v1/profiles/me`: create or replace one's own profile, which
+//! then waits for review again.
+
+use actix_web::web;
+use aurum_schema::models::profiles::{self, Gender, Profile, ProfileForm};
+use chrono::{Months, NaiveDate};
+use serde::Deserialize;
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const MIN_AGE_YEARS: u32 = 18;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileInput {
+    display_name: String,
+    gender: String,
+    date_of_birth: NaiveDate,
+    religion: String,
+    city: String,
+    #[serde(default)]
+    occupation: Option<String>,
+    #[serde(default)]
+    bio: String,
+}
+
+pub async fn put_own_profile(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<ProfileInput>,
+) -> Result<web::Json<Profile>, ApiError> {
+    let form = validate(body.into_inner())?;
+    let mut conn = state.db.get().await?;
+    let profile = profiles::upsert_own(&mut conn, user.id, &form).await?;
+    Ok(web::Json(profile))
+}
+
+fn validate(input: ProfileInput) -> Result<ProfileForm, ApiError> {
+    let invalid = |message: String| ApiError::bad_request("invalid_profile", message);
+    let text = |name: &str, value: String, max: usize| {
+        let value = value.trim().to_owned();
+        let chars = value.chars().count();
+        if chars == 0 || chars > max {
+            Err(invalid(format!("`{name}` must be 1 to {max} characters")))
+        } else {
+            Ok(value)
+        }
+    };
+    let gender = Gender::parse(&input.gender)
+        .ok_or_else(|| invalid("`gender` must be `male` or `female`".to_owned()))?;
+    let today = chrono::Utc::now().date_naive();
+    let adult_born_by = today.checked_sub_months(Months::new(MIN_AGE_YEARS * 12));
+    if adult_born_by.is_none_or(|limit| input.date_of_birth > limit)
+        || input.date_of_birth < NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or_default()
+    {
+        return Err(invalid(format!(
+            "members must be at least {MIN_AGE_YEARS} years old"
+        )));
+    }
+    if input.bio.chars().count() > 2000 {
+        return Err(invalid("`bio` must be at most 2000 characters".to_owned()));
+    }
+    Ok(ProfileForm {
+        display_name: text("display_name", input.display_name, 100)?,
+        gender: gender.as_str().to_owned(),
+        date_of_birth: input.date_of_birth,
+        religion: text("religion", input.religion, 50)?,
+        city: text("city", input.city, 100)?,
+        occupation: input
+            .occupation
+            .map(|o| text("occupation", o, 100))
+            .transpose()?,
+        bio: input.bio.trim().to_owned(),
+    })
+}

@@ -1,0 +1,166 @@
+//! `GET /api/v1/matching/profiles/scroll`: approved profiles, newest first,
+//! keyset-paginated with a signed cursor that carries the filters.
+
+use actix_web::web;
+use aurum_schema::ids::UserId;
+use aurum_schema::models::profiles::{self, Gender, Profile, ScrollFilter, ScrollKey};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::handlers::{non_blank, parse_number};
+use crate::state::AppState;
+
+const CURSOR_KIND: &str = "profiles.scroll";
+const DEFAULT_LIMIT: i64 = 20;
+const MAX_LIMIT: i64 = 100;
+const MIN_AGE: u16 = 18;
+const MAX_AGE: u16 = 120;
+
+#[derive(Debug, Deserialize)]
+pub struct ScrollQuery {
+    limit: Option<String>,
+    gender: Option<String>,
+    min_age: Option<String>,
+    max_age: Option<String>,
+    religion: Option<String>,
+    city: Option<String>,
+    cursor: Option<String>,
+}
+
+/// What a cursor carries: who it was issued to, the filters, the day ages
+/// were computed on (so a scroll across midnight stays consistent) and the
+/// last row's sort key.
+#[derive(Debug, Serialize, Deserialize)]
+struct ScrollCursor {
+    viewer: UserId,
+    filter: ScrollFilter,
+    today: NaiveDate,
+    after: ScrollKey,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScrollPage {
+    items: Vec<Profile>,
+    next_cursor: Option<String>,
+    has_more: bool,
+}
+
+pub async fn scroll_profiles(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ScrollQuery>,
+) -> Result<web::Json<ScrollPage>, ApiError> {
+    let limit = parse_number::<i64>("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("`limit` must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let asked = parse_filter(&query)?;
+    let (filter, today, after) = match non_blank(query.cursor.as_deref()) {
+        Some(cursor) => {
+            let cursor = decode_cursor(&state, user.id, cursor)?;
+            ensure_consistent(&asked, &cursor.filter)?;
+            (cursor.filter, cursor.today, Some(cursor.after))
+        }
+        None => (asked, chrono::Utc::now().date_naive(), None),
+    };
+
+    let mut conn = state.db.get().await?;
+    let mut items = profiles::scroll(&mut conn, user.id, &filter, after, limit + 1, today).await?;
+    let has_more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = match (has_more, items.last()) {
+        (true, Some(last)) => Some(state.cursors.encode(
+            CURSOR_KIND,
+            &ScrollCursor {
+                viewer: user.id,
+                filter,
+                today,
+                after: ScrollKey::of(last),
+            },
+        )),
+        _ => None,
+    };
+    Ok(web::Json(ScrollPage {
+        items,
+        next_cursor,
+        has_more,
+    }))
+}
+
+fn parse_filter(query: &ScrollQuery) -> Result<ScrollFilter, ApiError> {
+    let gender = non_blank(query.gender.as_deref())
+        .map(|g| {
+            Gender::parse(g).ok_or_else(|| {
+                ApiError::bad_request("invalid_filter", "`gender` must be `male` or `female`")
+            })
+        })
+        .transpose()?;
+    let min_age = parse_number::<u16>("min_age", query.min_age.as_deref())?;
+    let max_age = parse_number::<u16>("max_age", query.max_age.as_deref())?;
+    for age in [min_age, max_age].into_iter().flatten() {
+        if !(MIN_AGE..=MAX_AGE).contains(&age) {
+            return Err(ApiError::bad_request(
+                "invalid_filter",
+                format!("ages must be between {MIN_AGE} and {MAX_AGE}"),
+            ));
+        }
+    }
+    if let (Some(min), Some(max)) = (min_age, max_age)
+        && min > max
+    {
+        return Err(ApiError::bad_request(
+            "invalid_filter",
+            "`min_age` is greater than `max_age`",
+        ));
+    }
+    let text = |value: Option<&str>| non_blank(value).map(str::to_owned);
+    Ok(ScrollFilter {
+        gender,
+        min_age,
+        max_age,
+        religion: text(query.religion.as_deref()),
+        city: text(query.city.as_deref()),
+    })
+}
+
+fn decode_cursor(state: &AppState, viewer: UserId, cursor: &str) -> Result<ScrollCursor, ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_cursor",
+            "the cursor is invalid; start again without one",
+        )
+    };
+    let cursor: ScrollCursor = state
+        .cursors
+        .decode(CURSOR_KIND, cursor)
+        .map_err(|_| invalid())?;
+    // A cursor is issued to one member: it encodes what that member may see.
+    if cursor.viewer != viewer {
+        return Err(invalid());
+    }
+    Ok(cursor)
+}
+
+/// Filters may be repeated alongside a cursor, but not changed.
+fn ensure_consistent(asked: &ScrollFilter, carried: &ScrollFilter) -> Result<(), ApiError> {
+    fn clash<T: PartialEq>(asked: &Option<T>, carried: &Option<T>) -> bool {
+        asked.is_some() && asked != carried
+    }
+    if clash(&asked.gender, &carried.gender)
+        || clash(&asked.min_age, &carried.min_age)
+        || clash(&asked.max_age, &carried.max_age)
+        || clash(&asked.religion, &carried.religion)
+        || clash(&asked.city, &carried.city)
+    {
+        return Err(ApiError::bad_request(
+            "cursor_mismatch",
+            "the filters differ from the cursor's; start again without a cursor to change filters",
+        ));
+    }
+    Ok(())
+}
