@@ -58,14 +58,13 @@ impl JwtKeys {
 
     /// Verifies a token and returns who it speaks for.
     pub fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => ApiError::unauthorized("token expired"),
-                    _ => ApiError::unauthorized("invalid token"),
-                }
-            })?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::unauthorized("token expired"),
+                _ => ApiError::unauthorized("invalid token"),
+            }
+        })?;
         let id = UserId::parse(&data.claims.sub)
             .ok_or_else(|| ApiError::unauthorized("token subject is not a user id"))?;
         Ok(AuthUser {

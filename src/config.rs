@@ -14,11 +14,7 @@ pub const DEV_JWT_SECRET: &str = "aurum-dev-secret-not-for-production";
 #[derive(Clone, Args)]
 pub struct Config {
     /// PostgreSQL connection URL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://localhost/aurum"
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/aurum")]
     pub database_url: String,
     /// Redis URL; unset runs a single node with an in-process bus.
     #[arg(long, env = "REDIS_URL")]
@@ -83,12 +79,21 @@ pub enum ConfigError {
 impl Config {
     /// Reads the configuration from the environment alone (no flags).
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_args(["aurum"])
+    }
+
+    /// Flags (the first item is the program name) over the environment.
+    pub fn from_args<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
         #[derive(clap::Parser)]
-        struct EnvOnly {
+        struct Standalone {
             #[command(flatten)]
             config: Config,
         }
-        let parsed = <EnvOnly as clap::Parser>::try_parse_from(["aurum"])?;
+        let parsed = <Standalone as clap::Parser>::try_parse_from(args)?;
         Ok(parsed.config)
     }
 
@@ -128,10 +133,7 @@ impl std::fmt::Debug for Config {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("bind", &self.bind)
             .field("ws_bind", &self.ws_bind)
-            .field(
-                "jwt_secret",
-                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
-            )
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
             .field("dev", &self.dev)
             .field("max_connections", &self.max_connections)
             .field("pool_recycle", &self.pool_recycle)

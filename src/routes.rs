@@ -20,12 +20,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(|err, _| {
                 use actix_web::error::JsonPayloadError;
                 match &err {
-                    JsonPayloadError::Overflow { .. }
-                    | JsonPayloadError::OverflowKnownLength { .. } => ApiError::new(
-                        actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        err.to_string(),
-                    ),
+                    JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                        ApiError::new(
+                            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                            "payload_too_large",
+                            err.to_string(),
+                        )
+                    }
                     JsonPayloadError::ContentType => ApiError::new(
                         actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                         "unsupported_media_type",

@@ -1,1 +1,2 @@
 //! Realtime actors.
+pub mod codec;

@@ -10,10 +10,8 @@ CREATE TABLE conversations (
     CHECK (user_a < user_b),
     UNIQUE (user_a, user_b)
 );
--- Listing a member's conversations by activity, from either side of the pair
--- (the unique index above serves user_a's lookups by pair only).
-CREATE INDEX conversations_user_a_activity_idx ON conversations (user_a, last_message_at DESC, id DESC);
-CREATE INDEX conversations_user_b_activity_idx ON conversations (user_b, last_message_at DESC, id DESC);
+-- The unique index above serves user_a's foreign key; this one user_b's.
+CREATE INDEX conversations_user_b_idx ON conversations (user_b);
 
 CREATE TABLE messages (
     id              BIGSERIAL PRIMARY KEY,

@@ -63,17 +63,12 @@ impl CursorCodec {
             return Err(CursorError::Malformed);
         }
         let (body, tag) = cursor.split_once('.').ok_or(CursorError::Malformed)?;
-        let json = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| CursorError::Malformed)?;
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
-            .map_err(|_| CursorError::Malformed)?;
+        let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| CursorError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| CursorError::Malformed)?;
         let mut mac = Self::keyed(&self.key, kind.as_bytes());
         mac.update(&json);
         // Constant-time comparison: the tag must not be guessable byte by byte.
-        mac.verify_slice(&tag)
-            .map_err(|_| CursorError::BadSignature)?;
+        mac.verify_slice(&tag).map_err(|_| CursorError::BadSignature)?;
         serde_json::from_slice(&json).map_err(|_| CursorError::Malformed)
     }
 
@@ -116,10 +111,7 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         );
-        assert_eq!(
-            codec.decode::<Key>("profiles", &cursor).unwrap(),
-            Key { id: 7 }
-        );
+        assert_eq!(codec.decode::<Key>("profiles", &cursor).unwrap(), Key { id: 7 });
 
         let other_kind = codec.decode::<Key>("messages", &cursor);
         assert_eq!(other_kind.unwrap_err(), CursorError::BadSignature);

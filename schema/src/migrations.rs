@@ -52,3 +52,75 @@ fn run_on_this_thread(url: &str, direction: Direction) -> Result<Vec<String>, Mi
     .map_err(|e| MigrationError::Run(e.to_string()))?;
     Ok(versions.iter().map(ToString::to_string).collect())
 }
+
+/// Creates the database `database_url` names when it does not exist yet, by
+/// way of the server's `postgres` maintenance database. Lets a fresh machine
+/// go from a bare server to a migrated schema without the `psql` client.
+pub async fn ensure_database(database_url: &str) -> Result<bool, MigrationError> {
+    use diesel::sql_types::{Bool, Text};
+    use diesel_async::{AsyncConnection, RunQueryDsl};
+
+    #[derive(diesel::QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = Bool)]
+        exists: bool,
+    }
+
+    let (maintenance_url, name) = split_database_name(database_url)
+        .ok_or_else(|| MigrationError::Run(format!("no database name in {database_url:?}")))?;
+    let mut conn = AsyncPgConnection::establish(&maintenance_url).await?;
+    let found: Exists =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS exists")
+            .bind::<Text, _>(&name)
+            .get_result(&mut conn)
+            .await
+            .map_err(|e| MigrationError::Run(e.to_string()))?;
+    if found.exists {
+        return Ok(false);
+    }
+    // Identifiers cannot be bound; quote it the way PostgreSQL does.
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    diesel::sql_query(format!("CREATE DATABASE {quoted}"))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| MigrationError::Run(e.to_string()))?;
+    Ok(true)
+}
+
+/// `postgres://h/db?x=1` -> (`postgres://h/postgres?x=1`, `db`).
+fn split_database_name(url: &str) -> Option<(String, String)> {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://")? + 3;
+    let slash = authority_start + base[authority_start..].find('/')?;
+    let name = &base[slash + 1..];
+    if name.is_empty() {
+        return None;
+    }
+    let mut maintenance = format!("{}/postgres", &base[..slash]);
+    if let Some(query) = query {
+        maintenance.push('?');
+        maintenance.push_str(query);
+    }
+    Some((maintenance, name.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_database_names() {
+        assert_eq!(
+            split_database_name("postgres://u@h:5432/aurum?sslmode=disable"),
+            Some((
+                "postgres://u@h:5432/postgres?sslmode=disable".to_owned(),
+                "aurum".to_owned()
+            ))
+        );
+        assert_eq!(split_database_name("postgres://h"), None);
+        assert_eq!(split_database_name("postgres://h/"), None);
+    }
+}

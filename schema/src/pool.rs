@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection, RunError};
-use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
-};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
 
 pub type DbPool = Pool<AsyncPgConnection>;
 pub type DbConn<'a> = PooledConnection<'a, AsyncPgConnection>;
@@ -41,10 +39,8 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> DbPool {
     // the throughput of one-query endpoints; a dead connection instead fails
     // its query, which the HTTP layer answers with 503, and bb8 drops it.
     manager_config.recycling_method = RecyclingMethod::Fast;
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-        database_url,
-        manager_config,
-    );
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, manager_config);
     Pool::builder()
         .max_size(settings.max_connections.max(1))
         .min_idle(None)

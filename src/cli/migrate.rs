@@ -15,9 +15,20 @@ pub struct MigrateArgs {
     /// Revert every migration instead of applying them.
     #[arg(long)]
     down_all: bool,
+    /// Create the database first when it does not exist.
+    #[arg(long)]
+    create_database: bool,
 }
 
 pub fn migrate(args: &MigrateArgs) -> Result<(), CliError> {
+    if args.create_database {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        if runtime.block_on(migrations::ensure_database(&args.database_url))? {
+            println!("created the database");
+        }
+    }
     let direction = if args.down_all {
         Direction::DownAll
     } else {
@@ -28,10 +39,7 @@ pub fn migrate(args: &MigrateArgs) -> Result<(), CliError> {
         println!("database is up to date");
     }
     for version in versions {
-        println!(
-            "{} {version}",
-            if args.down_all { "reverted" } else { "applied" }
-        );
+        println!("{} {version}", if args.down_all { "reverted" } else { "applied" });
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `aurum serve | migrate | seed | token`.
 
 mod migrate;
-mod seed;
+pub mod seed;
 mod serve;
 mod token;
 

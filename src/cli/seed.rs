@@ -40,9 +40,7 @@ pub struct SeedArgs {
 }
 
 pub fn seed(args: &SeedArgs) -> Result<(), CliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(seed_async(args))
 }
 
@@ -61,10 +59,7 @@ async fn seed_async(args: &SeedArgs) -> Result<(), CliError> {
             .get_result(&mut conn)
             .await?;
     if args.if_empty && existing.count > 0 {
-        println!(
-            "profiles already holds {} rows; not seeding",
-            existing.count
-        );
+        println!("profiles already holds {} rows; not seeding", existing.count);
         return Ok(());
     }
     let started = std::time::Instant::now();
@@ -87,10 +82,8 @@ async fn seed_async(args: &SeedArgs) -> Result<(), CliError> {
                 let count = batch.min(total - start);
                 // One generator per batch: the data does not depend on how
                 // many connections loaded it.
-                let mut rng =
-                    SmallRng::seed_from_u64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                let rows =
-                    Columns::generate(&mut rng, first_id + start as i64, count as usize, now);
+                let mut rng = SmallRng::seed_from_u64(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let rows = Columns::generate(&mut rng, first_id + start as i64, count as usize, now);
                 rows.insert(&mut conn).await?;
                 index += workers;
             }
@@ -100,9 +93,7 @@ async fn seed_async(args: &SeedArgs) -> Result<(), CliError> {
     while let Some(joined) = tasks.join_next().await {
         joined??;
     }
-    diesel::sql_query("ANALYZE profiles")
-        .execute(&mut conn)
-        .await?;
+    diesel::sql_query("ANALYZE profiles").execute(&mut conn).await?;
     let elapsed = started.elapsed();
     println!(
         "seeded {total} profiles (ids {first_id}..={}) in {:.1}s ({:.0} rows/s)",
@@ -111,6 +102,21 @@ async fn seed_async(args: &SeedArgs) -> Result<(), CliError> {
         total as f64 / elapsed.as_secs_f64().max(1e-9),
     );
     Ok(())
+}
+
+/// Generates and inserts `count` profiles with ids from `first_id`, in one
+/// statement; what `seed` does per batch, and what tests use to make data.
+pub async fn insert_generated(
+    conn: &mut AsyncPgConnection,
+    first_id: i64,
+    count: usize,
+    seed: u64,
+    now: DateTime<Utc>,
+) -> diesel::QueryResult<usize> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    Columns::generate(&mut rng, first_id, count, now)
+        .insert(conn)
+        .await
 }
 
 /// One batch of profiles, column by column.
@@ -235,9 +241,7 @@ fn bio(rng: &mut SmallRng, occupation: Option<&str>, city: &str) -> String {
             format!("Working as {article} {o}")
         },
     );
-    format!(
-        "{work} in {city}. I enjoy {hobby_a} and {hobby_b}. Looking for someone who values {value}."
-    )
+    format!("{work} in {city}. I enjoy {hobby_a} and {hobby_b}. Looking for someone who values {value}.")
 }
 
 const RELIGIONS: &[(&str, u32)] = &[
@@ -252,10 +256,10 @@ const RELIGIONS: &[(&str, u32)] = &[
 ];
 
 const FEMALE_NAMES: &[&str] = &[
-    "Aanya", "Aditi", "Ananya", "Anika", "Anjali", "Diya", "Divya", "Fatima", "Gauri", "Isha",
-    "Ishita", "Kavya", "Kriti", "Lakshmi", "Maya", "Meera", "Naina", "Neha", "Nisha", "Pooja",
-    "Priya", "Radhika", "Riya", "Sana", "Saanvi", "Shreya", "Simran", "Sneha", "Tanvi", "Zara",
-    "Aisha", "Mariam", "Harpreet", "Jasleen", "Grace", "Sarah", "Tara", "Vidya", "Yamini", "Zoya",
+    "Aanya", "Aditi", "Ananya", "Anika", "Anjali", "Diya", "Divya", "Fatima", "Gauri", "Isha", "Ishita",
+    "Kavya", "Kriti", "Lakshmi", "Maya", "Meera", "Naina", "Neha", "Nisha", "Pooja", "Priya", "Radhika",
+    "Riya", "Sana", "Saanvi", "Shreya", "Simran", "Sneha", "Tanvi", "Zara", "Aisha", "Mariam", "Harpreet",
+    "Jasleen", "Grace", "Sarah", "Tara", "Vidya", "Yamini", "Zoya",
 ];
 
 const MALE_NAMES: &[&str] = &[
@@ -640,10 +644,7 @@ mod tests {
         }
         assert!(counts[0] > counts[10] * 5, "head {counts:?}");
         assert!(counts[10] > counts[150], "middle {counts:?}");
-        assert!(
-            counts.iter().filter(|c| **c > 0).count() > 180,
-            "tail reached"
-        );
+        assert!(counts.iter().filter(|c| **c > 0).count() > 180, "tail reached");
     }
 
     #[test]

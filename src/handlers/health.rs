@@ -14,8 +14,7 @@ pub async fn live() -> HttpResponse {
 /// Ready for traffic: the database answers within the pool's timeout.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let database = database_ok(&state).await;
-    let body =
-        json!({ "status": if database { "ok" } else { "unavailable" }, "database": database });
+    let body = json!({ "status": if database { "ok" } else { "unavailable" }, "database": database });
     if database {
         HttpResponse::Ok().json(body)
     } else {
@@ -42,12 +41,7 @@ async fn database_ok(state: &AppState) -> bool {
         let Ok(mut conn) = state.db.get().await else {
             return false;
         };
-        diesel::sql_query("SELECT 1")
-            .execute(&mut conn)
-            .await
-            .is_ok()
+        diesel::sql_query("SELECT 1").execute(&mut conn).await.is_ok()
     };
-    tokio::time::timeout(PROBE_TIMEOUT, probe)
-        .await
-        .unwrap_or(false)
+    tokio::time::timeout(PROBE_TIMEOUT, probe).await.unwrap_or(false)
 }

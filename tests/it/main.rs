@@ -1,1 +1,15 @@
+//! Aurum's integration tests, linked into one binary. Every test starts the
+//! real server in-process on a real port, against its own PostgreSQL
+//! database cloned from a migrated template, so tests run in parallel.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod auth;
+mod explain;
+mod migrations;
+mod profiles_admin;
+mod profiles_batch;
+mod profiles_own;
+mod profiles_scroll;

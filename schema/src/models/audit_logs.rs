@@ -29,10 +29,7 @@ pub struct NewAuditLog<'a> {
     pub details: serde_json::Value,
 }
 
-pub async fn insert(
-    conn: &mut AsyncPgConnection,
-    entry: &NewAuditLog<'_>,
-) -> QueryResult<AuditLog> {
+pub async fn insert(conn: &mut AsyncPgConnection, entry: &NewAuditLog<'_>) -> QueryResult<AuditLog> {
     diesel::insert_into(audit_logs::table)
         .values(entry)
         .returning(AuditLog::as_returning())

@@ -1,8 +1,9 @@
 //! `profiles`: members' profiles, the scroll and the batch load.
 
 use chrono::{DateTime, Months, NaiveDate, Utc};
-use diesel::dsl::sql;
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Int8, Timestamptz};
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -12,10 +13,59 @@ use crate::ids::UserId;
 use crate::models::audit_logs::{self, NewAuditLog};
 use crate::schema::profiles;
 
-/// Only approved profiles are shown to other members. Kept as SQL text, not a
-/// bind parameter, so that every plan, including a prepared statement's
-/// generic plan, can prove the partial scroll indexes' predicate.
-const APPROVED: &str = "profiles.verification_status = 'approved'";
+/// `verification_status = 'approved'` with the value as SQL text, not a bind
+/// parameter, so that every plan, including a prepared statement's generic
+/// plan, can prove the partial scroll indexes' predicate. (diesel's `sql()`
+/// literal would do that too, but marks the whole query as not cacheable, so
+/// it would be parsed and planned again on every request.)
+#[derive(Debug, Clone, Copy, QueryId, diesel::expression::ValidGrouping)]
+struct Approved;
+
+impl diesel::Expression for Approved {
+    type SqlType = Bool;
+}
+
+impl diesel::AppearsOnTable<profiles::table> for Approved {}
+impl diesel::SelectableExpression<profiles::table> for Approved {}
+
+impl QueryFragment<Pg> for Approved {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("\"profiles\".\"verification_status\" = 'approved'");
+        Ok(())
+    }
+}
+
+/// `(created_at, id) < (key)`: a row comparison is what lets PostgreSQL start
+/// the index scan right at the key, so a deep page costs what the first does.
+#[derive(Debug, Clone, Copy, diesel::expression::ValidGrouping)]
+struct Before {
+    created_at: DateTime<Utc>,
+    id: i64,
+}
+
+impl QueryId for Before {
+    type QueryId = ();
+    // The SQL is the same for every key; the statement cache keys on it.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::Expression for Before {
+    type SqlType = Bool;
+}
+
+impl diesel::AppearsOnTable<profiles::table> for Before {}
+impl diesel::SelectableExpression<profiles::table> for Before {}
+
+impl QueryFragment<Pg> for Before {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("(\"profiles\".\"created_at\", \"profiles\".\"id\") < (");
+        out.push_bind_param::<Timestamptz, _>(&self.created_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Int8, _>(&self.id)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -148,7 +198,7 @@ pub async fn scroll(
 ) -> QueryResult<Vec<Profile>> {
     let mut query = profiles::table
         .select(Profile::as_select())
-        .filter(sql::<Bool>(APPROVED))
+        .filter(Approved)
         .filter(profiles::id.ne(viewer.0))
         .into_boxed();
     if let Some(gender) = filter.gender {
@@ -171,15 +221,10 @@ pub async fn scroll(
     }
     if let Some(key) = after {
         let created_at = DateTime::from_timestamp_micros(key.created_at_us).unwrap_or_default();
-        // A row comparison is what lets PostgreSQL start the index scan right
-        // at the key, so a deep page costs what the first one does.
-        query = query.filter(
-            sql::<Bool>("(profiles.created_at, profiles.id) < (")
-                .bind::<Timestamptz, _>(created_at)
-                .sql(", ")
-                .bind::<Int8, _>(key.id)
-                .sql(")"),
-        );
+        query = query.filter(Before {
+            created_at,
+            id: key.id,
+        });
     }
     query
         .order((profiles::created_at.desc(), profiles::id.desc()))
@@ -193,7 +238,7 @@ pub async fn load_approved(conn: &mut AsyncPgConnection, ids: &[i64]) -> QueryRe
     profiles::table
         .select(Profile::as_select())
         .filter(profiles::id.eq_any(ids))
-        .filter(sql::<Bool>(APPROVED))
+        .filter(Approved)
         .load(conn)
         .await
 }
@@ -282,9 +327,6 @@ mod tests {
         );
         // Leap day: someone born 2000-02-29 turns 26 on 2026-02-28.
         let feb = NaiveDate::from_ymd_opt(2026, 2, 28).unwrap();
-        assert_eq!(
-            born_on_or_before(feb, 26),
-            NaiveDate::from_ymd_opt(2000, 2, 28)
-        );
+        assert_eq!(born_on_or_before(feb, 26), NaiveDate::from_ymd_opt(2000, 2, 28));
     }
 }

@@ -25,11 +25,7 @@ pub async fn verify_profile(
 ) -> Result<web::Json<Profile>, ApiError> {
     let not_found = || ApiError::not_found("no such profile");
     let id = UserId::parse(&path).ok_or_else(not_found)?;
-    if body
-        .reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > 1000)
-    {
+    if body.reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
         return Err(ApiError::bad_request(
             "invalid_reason",
             "`reason` must be at most 1000 characters",

@@ -62,16 +62,9 @@ fn parse_ids(raw: Option<&str>) -> Result<Vec<i64>, ApiError> {
     let mut seen = HashSet::with_capacity(parts.len());
     let mut ids = Vec::with_capacity(parts.len());
     for part in parts {
-        let id = part
-            .parse::<i64>()
-            .ok()
-            .filter(|id| *id > 0)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_profile_ids",
-                    format!("{part:?} is not a profile id"),
-                )
-            })?;
+        let id = part.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+            ApiError::bad_request("invalid_profile_ids", format!("{part:?} is not a profile id"))
+        })?;
         if seen.insert(id) {
             ids.push(id);
         }

@@ -68,10 +68,7 @@ fn validate(input: ProfileInput) -> Result<ProfileForm, ApiError> {
         date_of_birth: input.date_of_birth,
         religion: text("religion", input.religion, 50)?,
         city: text("city", input.city, 100)?,
-        occupation: input
-            .occupation
-            .map(|o| text("occupation", o, 100))
-            .transpose()?,
+        occupation: input.occupation.map(|o| text("occupation", o, 100)).transpose()?,
         bio: input.bio.trim().to_owned(),
     })
 }

@@ -95,9 +95,8 @@ pub async fn scroll_profiles(
 fn parse_filter(query: &ScrollQuery) -> Result<ScrollFilter, ApiError> {
     let gender = non_blank(query.gender.as_deref())
         .map(|g| {
-            Gender::parse(g).ok_or_else(|| {
-                ApiError::bad_request("invalid_filter", "`gender` must be `male` or `female`")
-            })
+            Gender::parse(g)
+                .ok_or_else(|| ApiError::bad_request("invalid_filter", "`gender` must be `male` or `female`"))
         })
         .transpose()?;
     let min_age = parse_number::<u16>("min_age", query.min_age.as_deref())?;
@@ -129,16 +128,9 @@ fn parse_filter(query: &ScrollQuery) -> Result<ScrollFilter, ApiError> {
 }
 
 fn decode_cursor(state: &AppState, viewer: UserId, cursor: &str) -> Result<ScrollCursor, ApiError> {
-    let invalid = || {
-        ApiError::bad_request(
-            "invalid_cursor",
-            "the cursor is invalid; start again without one",
-        )
-    };
-    let cursor: ScrollCursor = state
-        .cursors
-        .decode(CURSOR_KIND, cursor)
-        .map_err(|_| invalid())?;
+    let invalid =
+        || ApiError::bad_request("invalid_cursor", "the cursor is invalid; start again without one");
+    let cursor: ScrollCursor = state.cursors.decode(CURSOR_KIND, cursor).map_err(|_| invalid())?;
     // A cursor is issued to one member: it encodes what that member may see.
     if cursor.viewer != viewer {
         return Err(invalid());

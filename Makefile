@@ -1,0 +1,58 @@
+# The two commands that matter: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+DB_NAME ?= aurum
+SEED_PROFILES ?= 100000
+
+.PHONY: help run test lint fmt build release bench-profiles
+
+help:
+	@echo "make run             start PostgreSQL if needed, migrate, seed $(SEED_PROFILES) profiles, serve"
+	@echo "make test            start PostgreSQL if needed, run every test"
+	@echo "make lint            cargo fmt --check and clippy -D warnings"
+	@echo "make bench-profiles  profile API benchmark on 1,000,000 profiles -> docs/benchmarks.md"
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release --bin aurum
+
+run: release
+	@if [ -z "$${DATABASE_URL:-}" ]; then export DATABASE_URL="$$(scripts/ensure-postgres.sh)/$(DB_NAME)"; fi; \
+	target/release/aurum migrate --create-database; \
+	target/release/aurum seed --profiles $(SEED_PROFILES) --if-empty; \
+	token=$$(target/release/aurum token --dev --user 1); \
+	echo; \
+	echo "A development token for user 1 (valid 24 h):"; \
+	echo "  $$token"; \
+	echo "Try:"; \
+	echo "  curl -H 'Authorization: Bearer $$token' 'http://127.0.0.1:8080/api/v1/matching/profiles/scroll?gender=female&min_age=25&max_age=35&limit=5'"; \
+	echo "  curl -H 'Authorization: Bearer $$token' 'http://127.0.0.1:8080/api/v1/matching/profiles/batch?profile_ids=2,3,4'"; \
+	echo "  curl http://127.0.0.1:8080/health"; \
+	echo; \
+	exec target/release/aurum serve --dev
+
+# Tests make their own databases (cloned from a migrated template) on the
+# server found or started here; nextest runs them in parallel processes when
+# installed, cargo test in parallel threads otherwise.
+test:
+	@export AURUM_TEST_PG="$${AURUM_TEST_PG:-$$(scripts/ensure-postgres.sh)}"; \
+	echo "tests use PostgreSQL at $$AURUM_TEST_PG"; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench-profiles: release
+	@export AURUM_BENCH_PG="$${AURUM_BENCH_PG:-$$(scripts/ensure-postgres.sh)}"; \
+	scripts/bench-profiles.sh

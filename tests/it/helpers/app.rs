@@ -1,0 +1,154 @@
+//! The real server, started in-process on a real port for one test.
+
+use actix_web::http::{Method, StatusCode};
+use aurum::{AppState, Config};
+use serde_json::Value;
+
+use super::db::TestDb;
+
+pub const TEST_SECRET: &str = "test-secret-0123456789abcdef";
+
+pub struct TestApp {
+    pub base: String,
+    pub db: TestDb,
+    pub state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    client: awc::Client,
+}
+
+impl TestApp {
+    /// Starts the server on a migrated, empty database of its own.
+    pub async fn spawn() -> Self {
+        Self::spawn_on(TestDb::migrated(), &[]).await
+    }
+
+    /// Starts the server on `db` with extra flags (`--pool-timeout=1`, ...).
+    pub async fn spawn_on(db: TestDb, extra_args: &[&str]) -> Self {
+        let mut args = vec![
+            "aurum".to_owned(),
+            format!("--database-url={}", db.url),
+            format!("--jwt-secret={TEST_SECRET}"),
+            "--http-workers=1".to_owned(),
+            "--max-connections=5".to_owned(),
+        ];
+        // An extra flag replaces the default of the same name.
+        let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
+        args.retain(|a| !extra_args.iter().any(|e| flag(e) == flag(a)));
+        args.extend(extra_args.iter().map(|a| (*a).to_owned()));
+        let config = Config::from_args(args).unwrap();
+        let state = AppState::new(config).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = aurum::run(state.clone(), listener, async move {
+            let _ = stopped.await;
+        });
+        actix_rt::spawn(async move {
+            if let Err(e) = server.await {
+                eprintln!("server failed: {e}");
+            }
+        });
+        let client = awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .finish();
+        Self {
+            base,
+            db,
+            state,
+            stop: Some(stop),
+            client,
+        }
+    }
+
+    pub fn token(&self, user: i64) -> String {
+        self.state
+            .jwt
+            .issue(aurum_schema::ids::UserId(user), false, 3600)
+            .unwrap()
+    }
+
+    pub fn admin_token(&self, user: i64) -> String {
+        self.state
+            .jwt
+            .issue(aurum_schema::ids::UserId(user), true, 3600)
+            .unwrap()
+    }
+
+    /// `GET path` with an optional bearer token; the status and JSON body.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {token}")));
+        }
+        let mut res = match body {
+            Some(body) => req.send_json(body).await,
+            None => req.send().await,
+        }
+        .unwrap();
+        let status = res.status();
+        let bytes = res.body().limit(16 * 1024 * 1024).await.unwrap();
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("{status} body is not JSON: {}", String::from_utf8_lossy(&bytes)));
+        (status, json)
+    }
+
+    /// `PUT`/`POST` a raw body with a content type, for malformed input.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: &'static str,
+    ) -> (StatusCode, Value) {
+        let mut res = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .insert_header(("Authorization", format!("Bearer {token}")))
+            .insert_header(("Content-Type", content_type))
+            .send_body(body)
+            .await
+            .unwrap();
+        let status = res.status();
+        let bytes = res.body().await.unwrap();
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("{status} body is not JSON: {}", String::from_utf8_lossy(&bytes)));
+        (status, json)
+    }
+
+    /// Inserts `count` generated profiles with ids from `first_id`.
+    pub async fn seed(&self, first_id: i64, count: usize, seed: u64) {
+        use diesel_async::AsyncConnection;
+        let mut conn = diesel_async::AsyncPgConnection::establish(&self.db.url)
+            .await
+            .unwrap();
+        aurum::cli::seed::insert_generated(&mut conn, first_id, count, seed, chrono::Utc::now())
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The error code of an error body.
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
+}

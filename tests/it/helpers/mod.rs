@@ -1,0 +1,5 @@
+pub mod app;
+pub mod db;
+
+pub use app::TestApp;
+pub use db::TestDb;

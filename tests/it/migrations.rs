@@ -1,0 +1,77 @@
+//! Every migration runs up, down and up again; foreign keys are indexed.
+
+use aurum_schema::migrations::{Direction, run};
+
+use crate::helpers::TestDb;
+
+async fn tables(db: &TestDb) -> Vec<String> {
+    let client = db.client().await;
+    let rows = client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
+             AND tablename <> '__diesel_schema_migrations' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[actix_rt::test]
+async fn migrations_run_up_down_and_up_again() {
+    let db = TestDb::empty();
+    let applied = run(&db.url, Direction::Up).unwrap();
+    assert_eq!(applied.len(), 3);
+    let all = [
+        "audit_logs",
+        "conversation_reads",
+        "conversations",
+        "messages",
+        "profiles",
+        "sessions",
+    ];
+    assert_eq!(tables(&db).await, all);
+    let reverted = run(&db.url, Direction::DownAll).unwrap();
+    assert_eq!(reverted.len(), 3);
+    assert!(tables(&db).await.is_empty());
+    run(&db.url, Direction::Up).unwrap();
+    assert_eq!(tables(&db).await, all);
+    assert!(
+        run(&db.url, Direction::Up).unwrap().is_empty(),
+        "a second run applies nothing"
+    );
+}
+
+#[actix_rt::test]
+async fn every_foreign_key_is_indexed() {
+    let db = TestDb::migrated();
+    let client = db.client().await;
+    // A foreign key is served when some index's leading columns are exactly
+    // its columns (in any order), so deletes and joins on it do not scan.
+    let rows = client
+        .query(
+            "SELECT c.conrelid::regclass::text, c.conname::text
+             FROM pg_constraint c
+             WHERE c.contype = 'f'
+               AND NOT EXISTS (
+                 SELECT 1 FROM pg_index i
+                 WHERE i.indrelid = c.conrelid
+                   AND (SELECT array_agg(x ORDER BY x) FROM unnest(c.conkey) x)
+                     = (SELECT array_agg(x ORDER BY x)
+                        FROM unnest((i.indkey::int2[])[0:cardinality(c.conkey) - 1]) x))",
+            &[],
+        )
+        .await
+        .unwrap();
+    let unindexed: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(
+        unindexed.is_empty(),
+        "foreign keys without an index: {unindexed:?}"
+    );
+    let total: i64 = client
+        .query_one("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(total >= 6, "the check looked at the foreign keys ({total})");
+}
