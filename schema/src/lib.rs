@@ -6,6 +6,7 @@
 
 pub mod cursor;
 pub mod ids;
+pub mod json_time;
 pub mod migrations;
 pub mod models;
 pub mod pool;

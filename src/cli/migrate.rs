@@ -5,13 +5,8 @@ use super::CliError;
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://localhost/aurum",
-        hide_env_values = true
-    )]
-    database_url: String,
+    #[command(flatten)]
+    database: super::DatabaseArgs,
     /// Revert every migration instead of applying them.
     #[arg(long)]
     down_all: bool,
@@ -25,7 +20,7 @@ pub fn migrate(args: &MigrateArgs) -> Result<(), CliError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        if runtime.block_on(migrations::ensure_database(&args.database_url))? {
+        if runtime.block_on(migrations::ensure_database(&args.database.url))? {
             println!("created the database");
         }
     }
@@ -34,7 +29,7 @@ pub fn migrate(args: &MigrateArgs) -> Result<(), CliError> {
     } else {
         Direction::Up
     };
-    let versions = migrations::run(&args.database_url, direction)?;
+    let versions = migrations::run(&args.database.url, direction)?;
     if versions.is_empty() {
         println!("database is up to date");
     }

@@ -28,6 +28,19 @@ pub enum Command {
     Token(token::TokenArgs),
 }
 
+/// The database a maintenance command works on.
+#[derive(Debug, clap::Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "postgres://localhost/aurum",
+        hide_env_values = true
+    )]
+    pub url: String,
+}
+
 /// Any command's failure, as one message for the terminal.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 

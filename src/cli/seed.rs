@@ -18,13 +18,8 @@ pub struct SeedArgs {
     /// How many profiles to add.
     #[arg(long, default_value_t = 100_000)]
     profiles: u64,
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://localhost/aurum",
-        hide_env_values = true
-    )]
-    database_url: String,
+    #[command(flatten)]
+    database: super::DatabaseArgs,
     /// Only seed when the profiles table is empty.
     #[arg(long)]
     if_empty: bool,
@@ -53,7 +48,7 @@ struct MaxId {
 }
 
 async fn seed_async(args: &SeedArgs) -> Result<(), CliError> {
-    let mut conn = AsyncPgConnection::establish(&args.database_url).await?;
+    let mut conn = AsyncPgConnection::establish(&args.database.url).await?;
     let existing: MaxId =
         diesel::sql_query("SELECT COALESCE(MAX(id), 0) AS max_id, COUNT(*) AS count FROM profiles")
             .get_result(&mut conn)
@@ -72,7 +67,7 @@ async fn seed_async(args: &SeedArgs) -> Result<(), CliError> {
 
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..workers {
-        let url = args.database_url.clone();
+        let url = args.database.url.clone();
         let seed = args.seed;
         tasks.spawn(async move {
             let mut conn = AsyncPgConnection::establish(&url).await?;

@@ -9,6 +9,7 @@ mod helpers;
 mod auth;
 mod explain;
 mod migrations;
+mod pool;
 mod profiles_admin;
 mod profiles_batch;
 mod profiles_own;

@@ -10,6 +10,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::UserId;
+use crate::json_time;
 use crate::models::audit_logs::{self, NewAuditLog};
 use crate::schema::profiles;
 
@@ -115,14 +116,18 @@ pub struct Profile {
     pub id: i64,
     pub display_name: String,
     pub gender: String,
+    #[serde(serialize_with = "json_time::date")]
     pub date_of_birth: NaiveDate,
     pub religion: String,
     pub city: String,
     pub occupation: Option<String>,
     pub bio: String,
     pub verification_status: String,
+    #[serde(serialize_with = "json_time::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "json_time::timestamp")]
     pub updated_at: DateTime<Utc>,
+    #[serde(serialize_with = "json_time::timestamp")]
     pub last_active_at: DateTime<Utc>,
 }
 
