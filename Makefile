@@ -37,7 +37,7 @@ run: release
 # Tests make their own databases (cloned from a migrated template) on the
 # server found or started here; nextest runs them in parallel processes when
 # installed, cargo test in parallel threads otherwise.
-test:
+test: tests/e2e/node_modules/.package-lock.json
 	@export AURUM_TEST_PG="$${AURUM_TEST_PG:-$$(scripts/ensure-postgres.sh)}"; \
 	echo "tests use PostgreSQL at $$AURUM_TEST_PG"; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -45,6 +45,10 @@ test:
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+# The official socket.io-client for the end-to-end test, pinned by the lockfile.
+tests/e2e/node_modules/.package-lock.json: tests/e2e/package-lock.json
+	cd tests/e2e && npm ci --no-audit --no-fund
 
 lint:
 	$(CARGO) fmt --all --check
@@ -56,3 +60,4 @@ fmt:
 bench-profiles: release
 	@export AURUM_BENCH_PG="$${AURUM_BENCH_PG:-$$(scripts/ensure-postgres.sh)}"; \
 	scripts/bench-profiles.sh
+

@@ -61,6 +61,9 @@ pub struct Config {
     /// HTTP worker threads; defaults to one per core.
     #[arg(long, env = "HTTP_WORKERS")]
     pub http_workers: Option<usize>,
+    /// Session registry shards; defaults to twice the cores.
+    #[arg(long, env = "REGISTRY_SHARDS")]
+    pub registry_shards: Option<usize>,
     /// Apply pending migrations before serving.
     #[arg(long, env = "MIGRATE_ON_START", default_value_t = false, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
@@ -107,12 +110,26 @@ impl Config {
         }
     }
 
-    pub fn pool_settings(&self) -> PoolSettings {
-        PoolSettings {
-            max_connections: self.max_connections,
+    /// HTTP worker threads in force.
+    pub fn http_workers(&self) -> usize {
+        self.http_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+            .max(1)
+    }
+
+    /// `MAX_CONNECTIONS` split between the shared pool (message writer,
+    /// sockets, health) and one pool per HTTP worker, so the node never
+    /// holds more connections than configured.
+    pub fn pool_settings(&self) -> (PoolSettings, PoolSettings) {
+        let settings = |max_connections: u32| PoolSettings {
+            max_connections: max_connections.max(1),
             recycle_after: Duration::from_secs(self.pool_recycle),
             checkout_timeout: Duration::from_secs(self.pool_timeout),
-        }
+        };
+        let shared = (self.max_connections / 4).max(2).min(self.max_connections.max(1));
+        let workers = u32::try_from(self.http_workers()).unwrap_or(u32::MAX);
+        let per_worker = self.max_connections.saturating_sub(shared) / workers;
+        (settings(shared), settings(per_worker))
     }
 
     pub fn node_id(&self) -> String {

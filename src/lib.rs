@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod realtime;
 pub mod routes;
 pub mod state;
 
@@ -39,27 +40,51 @@ pub fn build_app(
         .configure(routes::configure)
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves, then drains in-flight
-/// requests and returns.
+/// Serves HTTP on `http` and Socket.IO on `sockets` until `shutdown`
+/// resolves, then drains in-flight requests, closes sockets and returns.
+/// `realtime` holds the long-lived actors, started once by the caller
+/// before any worker exists. Call inside the actix system.
 pub async fn run(
     state: AppState,
-    listener: TcpListener,
+    realtime: realtime::Realtime,
+    http: TcpListener,
+    sockets: TcpListener,
     shutdown: impl Future<Output = ()> + 'static,
 ) -> std::io::Result<()> {
-    let workers = state
-        .config
-        .http_workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
-    let server = HttpServer::new(move || build_app(state.clone()))
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    actix_rt::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let wait_for = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+
+    sockets.set_nonblocking(true)?;
+    let sockets = tokio::net::TcpListener::from_std(sockets)?;
+    let socket_config = realtime::Realtime::socket_config(&state.config);
+    let app: std::sync::Arc<dyn aurum_actors::session::SocketApp> = realtime.app.clone();
+    let socket_server = actix_rt::spawn(aurum_actors::serve(
+        sockets,
+        socket_config,
+        app,
+        wait_for(stopped.clone()),
+    ));
+
+    let workers = state.config.http_workers();
+    let server = HttpServer::new(move || build_app(state.for_http_worker()))
         .workers(workers)
         .shutdown_timeout(30)
         .disable_signals()
-        .listen(listener)?
+        .listen(http)?
         .run();
     let handle = server.handle();
     actix_rt::spawn(async move {
-        shutdown.await;
+        wait_for(stopped).await;
         handle.stop(true).await;
     });
-    server.await
+    let served = server.await;
+    let _ = socket_server.await;
+    drop(realtime);
+    served
 }

@@ -4,7 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::error::ApiError;
-use crate::handlers::{admin, health, profiles};
+use crate::handlers::{admin, conversations, health, profiles};
 
 /// Largest JSON body accepted (a profile is a few KiB at most).
 const JSON_LIMIT: usize = 64 * 1024;
@@ -64,6 +64,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/admin/profiles/{id}/verification",
                 web::post().to(admin::verify_profile),
+            )
+            .route("/conversations", web::get().to(conversations::list_conversations))
+            .route(
+                "/conversations/{id}/messages",
+                web::get().to(conversations::list_messages),
             ),
     )
     .default_service(web::to(not_found));

@@ -10,6 +10,8 @@ use crate::config::{Config, ConfigError};
 
 #[derive(Clone)]
 pub struct AppState {
+    /// The pool of whoever holds this state: each HTTP worker gets its own
+    /// (see `for_http_worker`); the long-lived actors share the first.
     pub db: DbPool,
     pub jwt: JwtKeys,
     pub cursors: CursorCodec,
@@ -20,10 +22,22 @@ impl AppState {
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         let secret = config.jwt_secret()?.as_bytes().to_vec();
         Ok(Self {
-            db: pool::build(&config.database_url, &config.pool_settings()),
+            db: pool::build(&config.database_url, &config.pool_settings().0),
             jwt: JwtKeys::new(&secret),
             cursors: CursorCodec::derive(&secret),
             config: Arc::new(config),
         })
+    }
+
+    /// The state for one HTTP worker, with a pool of its own. A connection's
+    /// I/O is driven on the thread that opened it, so a pool per worker
+    /// keeps each query on the worker's own thread instead of bouncing
+    /// through another thread's runtime twice per query. Must be called on
+    /// the worker's thread (actix-web's app factory runs there).
+    pub fn for_http_worker(&self) -> Self {
+        Self {
+            db: pool::build(&self.config.database_url, &self.config.pool_settings().1),
+            ..self.clone()
+        }
     }
 }

@@ -1,2 +1,12 @@
 //! Realtime actors.
 pub mod codec;
+pub mod listener;
+pub mod registry;
+pub mod session;
+pub mod writer;
+
+pub use listener::serve;
+pub use session::{
+    AckReply, AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, EncodedPacket, Event,
+    SendError, SessionHandle, SessionId, SocketApp, SocketConfig,
+};

@@ -15,11 +15,13 @@ pub fn serve(config: Config) -> Result<(), CliError> {
         }
     }
     let listener = TcpListener::bind(config.bind)?;
-    tracing::info!(bind = %config.bind, "serving HTTP");
+    let sockets = TcpListener::bind(config.ws_bind)?;
+    tracing::info!(bind = %config.bind, ws_bind = %config.ws_bind, "serving HTTP and Socket.IO");
     actix_rt::System::new().block_on(async move {
         // The pool's maintenance task needs a running runtime.
         let state = AppState::new(config)?;
-        crate::run(state, listener, shutdown_signal()).await?;
+        let realtime = crate::realtime::Realtime::start(&state);
+        crate::run(state, realtime, listener, sockets, shutdown_signal()).await?;
         Ok::<(), CliError>(())
     })?;
     tracing::info!("stopped");

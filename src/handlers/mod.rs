@@ -2,6 +2,7 @@
 //! data layer and maps errors; business rules live in the types they call.
 
 pub mod admin;
+pub mod conversations;
 pub mod health;
 pub mod profiles;
 

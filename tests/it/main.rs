@@ -7,10 +7,14 @@
 mod helpers;
 
 mod auth;
+mod conversations;
+mod e2e;
 mod explain;
+mod messages;
 mod migrations;
 mod pool;
 mod profiles_admin;
 mod profiles_batch;
 mod profiles_own;
 mod profiles_scroll;
+mod realtime;

@@ -9,13 +9,29 @@ use crate::helpers::{TestApp, TestDb};
 
 #[actix_rt::test]
 async fn exhausted_pool_answers_503_within_the_timeout() {
-    let app = TestApp::spawn_on(TestDb::migrated(), &["--max-connections=1", "--pool-timeout=1"]).await;
+    // One HTTP worker whose pool holds one connection (MAX_CONNECTIONS=3
+    // leaves 2 to the shared pool).
+    let args = ["--max-connections=3", "--http-workers=1", "--pool-timeout=1"];
+    let app = TestApp::spawn_on(TestDb::migrated(), &args).await;
     let token = app.token(5);
-    // Hold the only connection, as a stuck request would.
-    let held = app.state.db.get().await.unwrap();
-    let started = Instant::now();
-    let (status, body) = app.get("/api/v1/matching/profiles/scroll", Some(&token)).await;
-    let waited = started.elapsed();
+    // A stuck request: it holds the only connection while it waits on a lock.
+    let locker = app.db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE profiles IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let stuck = app.get("/api/v1/matching/profiles/scroll", Some(&token));
+    let starved = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let answer = app
+            .get("/api/v1/matching/profiles/batch?profile_ids=1", Some(&token))
+            .await;
+        let waited = started.elapsed();
+        locker.batch_execute("ROLLBACK").await.unwrap();
+        (answer, waited)
+    };
+    let ((stuck_status, _), ((status, body), waited)) = tokio::join!(stuck, starved);
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::SERVICE_UNAVAILABLE, "db_unavailable")
@@ -25,7 +41,11 @@ async fn exhausted_pool_answers_503_within_the_timeout() {
         waited < Duration::from_secs(5),
         "hung past the timeout: {waited:?}"
     );
-    drop(held);
+    assert_eq!(
+        stuck_status,
+        StatusCode::OK,
+        "the stuck request completes once the lock is gone"
+    );
     let (status, _) = app.get("/api/v1/matching/profiles/scroll", Some(&token)).await;
     assert_eq!(status, StatusCode::OK, "recovers once a connection is free");
 }

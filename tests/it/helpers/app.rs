@@ -10,7 +10,10 @@ pub const TEST_SECRET: &str = "test-secret-0123456789abcdef";
 
 pub struct TestApp {
     pub base: String,
+    /// `ws://host:port` of the Socket.IO listener.
+    pub ws_base: String,
     pub db: TestDb,
+    registry: aurum_actors::registry::RegistryHandle,
     pub state: AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     client: awc::Client,
@@ -39,8 +42,12 @@ impl TestApp {
         let state = AppState::new(config).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let sockets = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ws_base = format!("ws://{}", sockets.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = aurum::run(state.clone(), listener, async move {
+        let realtime = aurum::realtime::Realtime::start(&state);
+        let registry = realtime.registry.clone();
+        let server = aurum::run(state.clone(), realtime, listener, sockets, async move {
             let _ = stopped.await;
         });
         actix_rt::spawn(async move {
@@ -53,11 +60,17 @@ impl TestApp {
             .finish();
         Self {
             base,
+            ws_base,
+            registry,
             db,
             state,
             stop: Some(stop),
             client,
         }
+    }
+
+    pub fn registry(&self) -> &aurum_actors::registry::RegistryHandle {
+        &self.registry
     }
 
     pub fn token(&self, user: i64) -> String {

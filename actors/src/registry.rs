@@ -1,0 +1,241 @@
+//! Which sockets each user holds on this node: N shard actors, user id
+//! modulo N, each owning its part of the map. Shards start once, before the
+//! HTTP server, each under an actix `Supervisor`: a shard whose handler
+//! panics stops, is restarted with an empty map, and the map fills again as
+//! sessions re-register (they do on every heartbeat).
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use actix::{Actor, Addr, Arbiter, Context, Handler, Message, Supervised, Supervisor};
+
+use crate::session::{EncodedPacket, SendError, SessionHandle, SessionId};
+
+/// A user may hold at most this many sockets on one node.
+pub const DEFAULT_MAX_SOCKETS_PER_USER: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("too many sockets for this user on this node")]
+    TooManySockets,
+    /// Also what a handler that panicked answers.
+    #[error("the session registry is unavailable")]
+    Unavailable,
+}
+
+/// A typed handle on the registry's shards; cheap to clone.
+#[derive(Clone)]
+pub struct RegistryHandle {
+    shards: Vec<Addr<RegistryShard>>,
+}
+
+impl RegistryHandle {
+    /// Starts `shards` supervised shard actors, spread over `arbiters`.
+    pub fn start(shards: usize, max_per_user: usize, arbiters: &[Arbiter]) -> Self {
+        let shards = (0..shards.max(1))
+            .map(|index| {
+                let make = move |_: &mut Context<RegistryShard>| RegistryShard::new(max_per_user);
+                match arbiters.get(index % arbiters.len().max(1)) {
+                    Some(arbiter) => Supervisor::start_in_arbiter(&arbiter.handle(), make),
+                    None => Supervisor::start(make),
+                }
+            })
+            .collect();
+        Self { shards }
+    }
+
+    fn shard(&self, user: i64) -> &Addr<RegistryShard> {
+        // `shards` is never empty (see `start`).
+        &self.shards[user.rem_euclid(self.shards.len() as i64) as usize]
+    }
+
+    /// Adds (or refreshes) `session` as one of `user`'s sockets.
+    pub async fn register(&self, user: i64, session: SessionHandle) -> Result<(), RegisterError> {
+        self.shard(user)
+            .send(Register { user, session })
+            .await
+            .map_err(|_| RegisterError::Unavailable)?
+    }
+
+    /// Removes one socket; a no-op if it was not registered.
+    pub fn unregister(&self, user: i64, session: SessionId) {
+        self.shard(user).do_send(Unregister { user, session });
+    }
+
+    /// Sends `packet` to every socket `user` holds on this node, except
+    /// `except` (the sender's own socket). Best-effort: a socket that cannot
+    /// keep up is closed by its session.
+    pub fn deliver(&self, user: i64, packet: EncodedPacket, except: Option<SessionId>) {
+        self.shard(user).do_send(Deliver { user, packet, except });
+    }
+
+    /// How many sockets `user` holds on this node.
+    pub async fn sockets_of(&self, user: i64) -> usize {
+        self.shard(user).send(Count { user }).await.unwrap_or(0)
+    }
+
+    /// Makes the shard of `user` panic inside a handler, to exercise the
+    /// supervisor (tests only; harmless otherwise: the shard restarts).
+    #[doc(hidden)]
+    pub fn crash_shard_of(&self, user: i64) {
+        self.shard(user).do_send(Crash);
+    }
+}
+
+/// One shard's part of the user -> sockets map.
+pub struct RegistryShard {
+    sessions: HashMap<i64, Vec<SessionHandle>>,
+    max_per_user: usize,
+}
+
+impl RegistryShard {
+    fn new(max_per_user: usize) -> Self {
+        Self {
+            sessions: HashMap::new(),
+            max_per_user,
+        }
+    }
+
+    /// Runs a handler body; a panic stops the shard so its supervisor
+    /// restarts it with a fresh map, instead of leaving a half-updated one.
+    fn guarded<R>(ctx: &mut Context<Self>, fallback: R, body: impl FnOnce() -> R) -> R {
+        match catch_unwind(AssertUnwindSafe(body)) {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!("registry shard panicked; restarting it");
+                actix::ActorContext::stop(ctx);
+                fallback
+            }
+        }
+    }
+}
+
+impl Actor for RegistryShard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Deliveries fan in from every session; a generous bound keeps
+        // `send` from waiting while still bounding memory.
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+impl Supervised for RegistryShard {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.sessions.clear();
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(), RegisterError>")]
+struct Register {
+    user: i64,
+    session: SessionHandle,
+}
+
+impl Handler<Register> for RegistryShard {
+    type Result = Result<(), RegisterError>;
+
+    fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
+        let max = self.max_per_user;
+        let sessions = &mut self.sessions;
+        Self::guarded(ctx, Err(RegisterError::Unavailable), move || {
+            let list = sessions.entry(msg.user).or_default();
+            list.retain(SessionHandle::is_connected);
+            if list.iter().any(|s| s.id() == msg.session.id()) {
+                return Ok(());
+            }
+            if list.len() >= max {
+                return Err(RegisterError::TooManySockets);
+            }
+            list.push(msg.session);
+            Ok(())
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Unregister {
+    user: i64,
+    session: SessionId,
+}
+
+impl Handler<Unregister> for RegistryShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unregister, ctx: &mut Context<Self>) {
+        let sessions = &mut self.sessions;
+        Self::guarded(ctx, (), move || {
+            if let Some(list) = sessions.get_mut(&msg.user) {
+                list.retain(|s| s.id() != msg.session);
+                if list.is_empty() {
+                    sessions.remove(&msg.user);
+                }
+            }
+        });
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Deliver {
+    user: i64,
+    packet: EncodedPacket,
+    except: Option<SessionId>,
+}
+
+impl Handler<Deliver> for RegistryShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        let sessions = &mut self.sessions;
+        Self::guarded(ctx, (), move || {
+            let Some(list) = sessions.get_mut(&msg.user) else {
+                return;
+            };
+            list.retain(|session| {
+                if Some(session.id()) == msg.except {
+                    return true;
+                }
+                // A closed session leaves the map here even if its
+                // unregister is still on the way.
+                !matches!(session.send(msg.packet.clone()), Err(SendError::Closed))
+            });
+            if list.is_empty() {
+                sessions.remove(&msg.user);
+            }
+        });
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "usize")]
+struct Count {
+    user: i64,
+}
+
+impl Handler<Count> for RegistryShard {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Count, ctx: &mut Context<Self>) -> usize {
+        let sessions = &self.sessions;
+        Self::guarded(ctx, 0, || {
+            sessions
+                .get(&msg.user)
+                .map_or(0, |list| list.iter().filter(|s| s.is_connected()).count())
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Crash;
+
+impl Handler<Crash> for RegistryShard {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        Self::guarded(ctx, (), || -> () { panic!("registry shard crash requested") });
+    }
+}

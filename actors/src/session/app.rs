@@ -1,0 +1,428 @@
+//! The seam between the protocol side of a socket (the [`Session`] actor) and
+//! the application that serves it (chat, the conformance example, tests).
+//!
+//! The application sees namespaces, events and acks; it never sees frames,
+//! pings or the actor's address. Everything it may do to a socket goes
+//! through a [`SessionHandle`] or an [`AckReply`].
+
+use std::any::Any;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::Addr;
+use futures_util::future::LocalBoxFuture;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::{Bytes, Utf8Bytes};
+
+use super::Session;
+use crate::codec::{BinaryPacket, CodecError, SocketPacket, socket};
+
+/// What the application's asynchronous hooks return.
+///
+/// Not `Send`: a session and the futures it runs stay on the arbiter thread
+/// that polls its socket, so the application may hold `Rc`s across awaits.
+pub type AppFuture<T> = LocalBoxFuture<'static, T>;
+
+/// The application behind the socket listener.
+///
+/// One value serves every socket on every arbiter, hence `Send + Sync`; the
+/// per-connection part lives in the [`ConnState`] that [`SocketApp::connect`]
+/// returns and the session keeps.
+pub trait SocketApp: Send + Sync + 'static {
+    /// Whether clients may connect to `nsp`; others get CONNECT_ERROR
+    /// `{"message":"Invalid namespace"}` and keep their connection.
+    fn accepts_namespace(&self, nsp: &str) -> bool;
+
+    /// Decides a CONNECT to an accepted namespace, typically by checking
+    /// `request.auth`.
+    ///
+    /// The session answers CONNECT `{"sid":…}` on `Ok` and CONNECT_ERROR on
+    /// `Err`. The future may be dropped unfinished when the socket goes away
+    /// or the connect timeout runs out first, so it should register nothing
+    /// that only [`SocketApp::disconnect`] would undo: do that in
+    /// [`SocketApp::connected`], which always gets its `disconnect`.
+    fn connect(&self, request: ConnectRequest) -> AppFuture<Result<ConnState, ConnectRefusal>>;
+
+    /// Runs right after the session has queued its CONNECT answer, so that
+    /// anything emitted from here reaches the client after it.
+    ///
+    /// Every call is followed, exactly once, by [`SocketApp::disconnect`] for
+    /// the same session and namespace.
+    fn connected(&self, session: &SessionHandle, nsp: &str, state: &mut ConnState) {
+        let _ = (session, nsp, state);
+    }
+
+    /// An EVENT or BINARY_EVENT from a client connected to `event.nsp`.
+    ///
+    /// The returned future runs on the session's arbiter and is dropped if
+    /// the socket goes away first. A session runs a bounded number of them
+    /// at once; past that it stops reading the socket until one finishes.
+    fn event(&self, session: &SessionHandle, state: &mut ConnState, event: Event) -> AppFuture<()>;
+
+    /// The client left `nsp`, or the socket is gone. Called exactly once for
+    /// every [`SocketApp::connected`], whatever ended the connection.
+    fn disconnect(&self, session: &SessionHandle, nsp: &str, state: ConnState, reason: DisconnectReason);
+}
+
+/// A client's CONNECT to a namespace the application accepts.
+#[derive(Debug)]
+pub struct ConnectRequest {
+    /// The socket asking.
+    pub session: SessionHandle,
+    /// The namespace asked for.
+    pub nsp: String,
+    /// The CONNECT payload (Socket.IO's `auth` option), if any.
+    pub auth: Option<Value>,
+}
+
+/// Why a CONNECT is refused: sent to the client as CONNECT_ERROR
+/// `{"message":…,"data":…}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectRefusal {
+    /// Human-readable reason.
+    pub message: String,
+    /// Machine-readable details, e.g. `{"code":"unauthorized"}`.
+    pub data: Option<Value>,
+}
+
+impl ConnectRefusal {
+    /// A refusal with a message and optional details.
+    pub fn new(message: impl Into<String>, data: Option<Value>) -> Self {
+        Self {
+            message: message.into(),
+            data,
+        }
+    }
+}
+
+/// Whatever the application keeps for one namespace connection of one socket
+/// (a user id, a rate limiter, …), owned by the session and lent back to the
+/// application with each event.
+#[derive(Default)]
+pub struct ConnState(Option<Box<dyn Any>>);
+
+impl ConnState {
+    /// No state.
+    pub fn empty() -> Self {
+        Self(None)
+    }
+
+    /// State holding `value`.
+    pub fn new<T: 'static>(value: T) -> Self {
+        Self(Some(Box::new(value)))
+    }
+
+    /// The value, if it is a `T`.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.as_deref().and_then(|value| value.downcast_ref())
+    }
+
+    /// The value, mutably, if it is a `T`.
+    pub fn get_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.0.as_deref_mut().and_then(|value| value.downcast_mut())
+    }
+
+    /// The value itself, if it is a `T`.
+    pub fn into_inner<T: 'static>(self) -> Option<T> {
+        self.0.and_then(|value| value.downcast().ok()).map(|value| *value)
+    }
+}
+
+impl fmt::Debug for ConnState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ConnState(..)"
+        } else {
+            "ConnState(empty)"
+        })
+    }
+}
+
+/// An event received from a client.
+#[derive(Debug)]
+pub struct Event {
+    /// Namespace the event was sent on.
+    pub nsp: String,
+    /// Event name, the first item of the packet's array.
+    pub name: String,
+    /// The arguments after the name. For a BINARY_EVENT they still hold the
+    /// `{"_placeholder":true,"num":N}` markers that stand for `attachments[N]`.
+    pub args: Vec<Value>,
+    /// Binary attachments, empty for a plain EVENT.
+    pub attachments: Vec<Vec<u8>>,
+    /// Present when the client asked for an acknowledgement.
+    pub ack: Option<AckReply>,
+}
+
+/// Why a namespace connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT for this namespace.
+    ClientNamespaceDisconnect,
+    /// The client closed the connection (Engine.IO CLOSE, WebSocket close, EOF).
+    TransportClose,
+    /// The connection failed (I/O error).
+    TransportError,
+    /// The client did not answer a ping within the ping timeout.
+    PingTimeout,
+    /// The client connected to no namespace within the connect timeout.
+    ConnectTimeout,
+    /// The client sent something the protocols do not allow.
+    ProtocolError,
+    /// The client sent a frame larger than the maximum payload.
+    PayloadTooLarge,
+    /// Frames for the client piled up past the outbound queue's bound.
+    SlowConsumer,
+    /// The application closed the session ([`SessionHandle::close`]).
+    ServerClose,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+impl DisconnectReason {
+    /// Stable snake_case name, for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientNamespaceDisconnect => "client_namespace_disconnect",
+            Self::TransportClose => "transport_close",
+            Self::TransportError => "transport_error",
+            Self::PingTimeout => "ping_timeout",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::ProtocolError => "protocol_error",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::SlowConsumer => "slow_consumer",
+            Self::ServerClose => "server_close",
+            Self::ServerShutdown => "server_shutdown",
+        }
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Process-wide unique number of a session, for registries and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    pub(crate) fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The number itself.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a packet could not be handed to a session.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The session's mailbox is full: it cannot keep up, and is being closed.
+    #[error("session cannot keep up and is being closed")]
+    Full,
+    /// The session has ended.
+    #[error("session is closed")]
+    Closed,
+    /// The packet could not be built (binary placeholders not matching the attachments).
+    #[error("invalid packet: {0}")]
+    Invalid(#[from] CodecError),
+}
+
+/// A packet encoded once, ready to be queued on any number of sockets:
+/// cloning it copies reference counts, not bytes.
+#[derive(Debug, Clone)]
+pub struct EncodedPacket {
+    pub(crate) text: Utf8Bytes,
+    pub(crate) attachments: Vec<Bytes>,
+}
+
+impl EncodedPacket {
+    /// An EVENT named `name` with `args` on namespace `nsp`.
+    pub fn event(nsp: &str, name: &str, args: Vec<Value>) -> Self {
+        Self::from_packet(&SocketPacket::event(nsp, name, args, None))
+    }
+
+    /// Any plain (non-binary) packet.
+    pub fn from_packet(packet: &SocketPacket) -> Self {
+        Self {
+            text: socket::encode_frame(packet).into(),
+            attachments: Vec::new(),
+        }
+    }
+
+    /// A binary packet and its attachments, which move without a copy.
+    pub fn from_binary(packet: BinaryPacket) -> Self {
+        let text = packet.encode_frame().into();
+        let (_, attachments) = packet.into_parts();
+        Self {
+            text,
+            attachments: attachments.into_iter().map(Bytes::from).collect(),
+        }
+    }
+
+    /// The text frame, an Engine.IO MESSAGE holding the Socket.IO packet.
+    pub fn text(&self) -> &str {
+        self.text.as_str()
+    }
+
+    /// Number of binary frames that follow the text frame.
+    pub fn attachment_count(&self) -> usize {
+        self.attachments.len()
+    }
+}
+
+/// A cheap, clonable handle on one socket's session.
+///
+/// Every send is bounded: when the session's mailbox is full, the send fails
+/// with [`SendError::Full`] and the session is closed as a slow consumer,
+/// rather than buffering without end.
+#[derive(Clone)]
+pub struct SessionHandle {
+    id: SessionId,
+    addr: Addr<Session>,
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionHandle").field("id", &self.id).finish()
+    }
+}
+
+impl SessionHandle {
+    pub(crate) fn new(id: SessionId, addr: Addr<Session>) -> Self {
+        Self { id, addr }
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Whether the session is still running.
+    pub fn is_connected(&self) -> bool {
+        self.addr.connected()
+    }
+
+    /// Sends event `name` with `args` to the client on namespace `nsp`.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Full`] or [`SendError::Closed`], see [`SessionHandle`].
+    pub fn emit(&self, nsp: &str, name: &str, args: Vec<Value>) -> Result<(), SendError> {
+        self.send(EncodedPacket::event(nsp, name, args))
+    }
+
+    /// Sends event `name` whose `args` hold `{"_placeholder":true,"num":N}`
+    /// markers (see [`crate::codec::binary::placeholder`]) standing for
+    /// `attachments[N]`; without attachments, a plain EVENT.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Invalid`] unless the markers number the attachments from
+    /// 0, each once; otherwise as [`SessionHandle::emit`].
+    pub fn emit_binary(
+        &self,
+        nsp: &str,
+        name: &str,
+        args: Vec<Value>,
+        attachments: Vec<Vec<u8>>,
+    ) -> Result<(), SendError> {
+        if attachments.is_empty() {
+            return self.emit(nsp, name, args);
+        }
+        let packet = BinaryPacket::new(SocketPacket::event(nsp, name, args, None), attachments)?;
+        self.send(EncodedPacket::from_binary(packet))
+    }
+
+    /// Sends an already encoded packet (the cheap way to send one event to
+    /// many sockets).
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionHandle::emit`].
+    pub fn send(&self, packet: EncodedPacket) -> Result<(), SendError> {
+        deliver(&self.addr, packet)
+    }
+
+    /// Disconnects the client from every namespace and closes the socket.
+    pub fn close(&self) {
+        self.addr.do_send(super::Close(DisconnectReason::ServerClose));
+    }
+}
+
+fn deliver(addr: &Addr<Session>, packet: EncodedPacket) -> Result<(), SendError> {
+    use actix::prelude::SendError as MailboxError;
+    match addr.try_send(super::Deliver(packet)) {
+        Ok(()) => Ok(()),
+        Err(MailboxError::Full(_)) => {
+            // One small message past the bound, sent once per overflow: the
+            // session stops at the first.
+            addr.do_send(super::Close(DisconnectReason::SlowConsumer));
+            Err(SendError::Full)
+        }
+        Err(MailboxError::Closed(_)) => Err(SendError::Closed),
+    }
+}
+
+/// The acknowledgement a client asked for with its event.
+///
+/// Consumed by sending, so a client gets at most one ACK per ack id.
+pub struct AckReply {
+    nsp: String,
+    id: u64,
+    addr: Addr<Session>,
+}
+
+impl fmt::Debug for AckReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AckReply")
+            .field("nsp", &self.nsp)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl AckReply {
+    pub(crate) fn new(nsp: String, id: u64, addr: Addr<Session>) -> Self {
+        Self { nsp, id, addr }
+    }
+
+    /// The ack id the client chose.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Answers with `args`.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionHandle::emit`].
+    pub fn send(self, args: Vec<Value>) -> Result<(), SendError> {
+        let packet = SocketPacket::ack(self.nsp, self.id, args);
+        deliver(&self.addr, EncodedPacket::from_packet(&packet))
+    }
+
+    /// Answers with `args` holding placeholders for `attachments`, as a BINARY_ACK.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionHandle::emit_binary`].
+    pub fn send_binary(self, args: Vec<Value>, attachments: Vec<Vec<u8>>) -> Result<(), SendError> {
+        if attachments.is_empty() {
+            return self.send(args);
+        }
+        let packet = BinaryPacket::new(SocketPacket::ack(self.nsp, self.id, args), attachments)?;
+        deliver(&self.addr, EncodedPacket::from_binary(packet))
+    }
+}

@@ -1,0 +1,74 @@
+//! Settings of the socket listener and of every session it starts.
+
+use std::time::Duration;
+
+/// Protocol timings, limits and buffer sizes for sockets.
+///
+/// Read from the environment by the `aurum` binary (`WS_PING_INTERVAL`, …);
+/// here it is plain data so tests and examples set what they need.
+#[derive(Debug, Clone)]
+pub struct SocketConfig {
+    /// Time between two server PINGs (Engine.IO `pingInterval`).
+    pub ping_interval: Duration,
+    /// Time the client has to answer a PING (Engine.IO `pingTimeout`).
+    pub ping_timeout: Duration,
+    /// Largest WebSocket frame and message accepted, in bytes (Engine.IO `maxPayload`).
+    pub max_payload: usize,
+    /// Time a new socket has to join a namespace before it is closed.
+    pub connect_timeout: Duration,
+    /// Time a client has to send its HTTP upgrade request.
+    pub handshake_timeout: Duration,
+    /// Largest HTTP upgrade request head, in bytes.
+    pub max_request_head: usize,
+    /// Frames queued for a client (not yet written to its socket) before the
+    /// client counts as a slow consumer and is closed.
+    pub outbound_queue: usize,
+    /// Packets other actors may have waiting in a session's mailbox before
+    /// the session counts as a slow consumer and is closed.
+    pub mailbox_capacity: usize,
+    /// Application event futures a session runs at once; past that it stops
+    /// reading its socket until one finishes.
+    pub max_pending_events: usize,
+    /// Binary attachments allowed in one packet.
+    pub max_attachments: usize,
+    /// Capacity of the WebSocket read buffer. Small, because every idle
+    /// socket holds one (DESIGN.md: the target is 5 KiB per idle socket).
+    pub read_buffer_size: usize,
+    /// Arbiters (threads) sockets are spread over; 0 means one per core.
+    pub workers: usize,
+    /// Time given to sessions to say goodbye at shutdown before their
+    /// arbiters are stopped anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for SocketConfig {
+    /// DESIGN.md's defaults: 25 s / 20 s heartbeat, 100,000-byte packets.
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 100_000,
+            connect_timeout: Duration::from_secs(45),
+            handshake_timeout: Duration::from_secs(10),
+            max_request_head: 8 * 1024,
+            outbound_queue: 256,
+            mailbox_capacity: 256,
+            max_pending_events: 32,
+            max_attachments: crate::codec::binary::DEFAULT_MAX_ATTACHMENTS,
+            read_buffer_size: 1024,
+            workers: 0,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SocketConfig {
+    /// Number of arbiters to start: `workers`, or one per core.
+    pub(crate) fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! The socket listener and Session actor over real sockets on 127.0.0.1,
+//! driven by a minimal Engine.IO client written on tokio-tungstenite, so that
+//! what the server writes is checked as raw frames, not through our codec.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aurum_actors::{
+    AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, Event, SessionHandle, SessionId,
+    SocketApp, SocketConfig,
+};
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Long enough for a loaded CI machine, short enough to keep failures quick.
+const WAIT: Duration = Duration::from_secs(3);
+
+// ---- the application under the sessions ----
+
+/// Records every `connected` and `disconnect`, and answers a few events:
+/// `echo` → `echo-back` (attachments included), `ack` → ack with the same
+/// arguments, `flood` → large events until the session gives up.
+#[derive(Default)]
+struct Recorder {
+    connected: Mutex<Vec<(SessionId, String)>>,
+    disconnects: Mutex<Vec<(SessionId, String, DisconnectReason)>>,
+}
+
+impl Recorder {
+    fn disconnects(&self) -> Vec<(SessionId, String, DisconnectReason)> {
+        self.disconnects.lock().unwrap().clone()
+    }
+
+    fn connected(&self) -> Vec<(SessionId, String)> {
+        self.connected.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` disconnects were recorded, and returns them.
+    async fn wait_disconnects(&self, count: usize) -> Vec<(SessionId, String, DisconnectReason)> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let seen = self.disconnects();
+            if seen.len() >= count || tokio::time::Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl SocketApp for Recorder {
+    fn accepts_namespace(&self, nsp: &str) -> bool {
+        matches!(nsp, "/" | "/custom")
+    }
+
+    fn connect(&self, request: ConnectRequest) -> AppFuture<Result<ConnState, ConnectRefusal>> {
+        let refused = request.auth.as_ref().and_then(|auth| auth.get("token")) == Some(&json!("bad"));
+        Box::pin(async move {
+            // Decided later than at once, like a real application reading a database.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if refused {
+                Err(ConnectRefusal::new(
+                    "unauthorized",
+                    Some(json!({"code": "unauthorized"})),
+                ))
+            } else {
+                Ok(ConnState::new(request.auth))
+            }
+        })
+    }
+
+    fn connected(&self, session: &SessionHandle, nsp: &str, _state: &mut ConnState) {
+        self.connected
+            .lock()
+            .unwrap()
+            .push((session.id(), nsp.to_owned()));
+    }
+
+    fn event(&self, session: &SessionHandle, _state: &mut ConnState, event: Event) -> AppFuture<()> {
+        let Event {
+            nsp,
+            name,
+            args,
+            attachments,
+            ack,
+        } = event;
+        match (name.as_str(), ack) {
+            ("echo", _) => session.emit_binary(&nsp, "echo-back", args, attachments).unwrap(),
+            ("ack", Some(ack)) => ack.send(args).unwrap(),
+            ("flood", _) => {
+                let session = session.clone();
+                return Box::pin(async move {
+                    let chunk = "x".repeat(256 * 1024);
+                    for _ in 0..1000 {
+                        if session.emit(&nsp, "chunk", vec![json!(chunk)]).is_err() {
+                            return;
+                        }
+                        // Lets the session write, so its own queue (not only
+                        // its mailbox) fills behind the client that does not read.
+                        tokio::task::yield_now().await;
+                    }
+                });
+            }
+            _ => {}
+        }
+        Box::pin(async {})
+    }
+
+    fn disconnect(&self, session: &SessionHandle, nsp: &str, _state: ConnState, reason: DisconnectReason) {
+        self.disconnects
+            .lock()
+            .unwrap()
+            .push((session.id(), nsp.to_owned(), reason));
+    }
+}
+
+// ---- the server ----
+
+struct Server {
+    addr: SocketAddr,
+    app: Arc<Recorder>,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Receiver<()>>,
+}
+
+fn fast_config() -> SocketConfig {
+    SocketConfig {
+        ping_interval: Duration::from_millis(100),
+        ping_timeout: Duration::from_millis(100),
+        connect_timeout: Duration::from_millis(500),
+        max_payload: 10_000,
+        workers: 2,
+        shutdown_grace: Duration::from_secs(2),
+        ..SocketConfig::default()
+    }
+}
+
+async fn start(config: SocketConfig) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Arc::new(Recorder::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (finished, done) = oneshot::channel();
+    let serving = Arc::clone(&app) as Arc<dyn SocketApp>;
+    actix::spawn(async move {
+        aurum_actors::serve(listener, config, serving, async {
+            let _ = stopped.await;
+        })
+        .await;
+        let _ = finished.send(());
+    });
+    Server {
+        addr,
+        app,
+        stop: Some(stop),
+        done: Some(done),
+    }
+}
+
+impl Server {
+    /// Shuts the server down and waits for `serve` to return.
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            tokio::time::timeout(WAIT, done).await.unwrap().unwrap();
+        }
+    }
+}
+
+// ---- the client ----
+
+struct Client {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl Client {
+    /// Opens a socket and returns it with the OPEN packet's JSON.
+    async fn open(addr: SocketAddr) -> (Self, Value) {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (ws, response) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+        assert_eq!(response.status(), 101);
+        let mut client = Self { ws };
+        let open = client.recv_text().await;
+        let open = open.strip_prefix('0').expect("OPEN packet");
+        (client, serde_json::from_str(open).unwrap())
+    }
+
+    /// Opens a socket and joins the main namespace.
+    async fn connected(addr: SocketAddr) -> Self {
+        let (mut client, _) = Self::open(addr).await;
+        client.send("40").await;
+        let answer = client.recv_text().await;
+        assert!(answer.starts_with("40{\"sid\":"), "{answer}");
+        client
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    async fn send_binary(&mut self, bytes: &[u8]) {
+        self.ws.send(Message::binary(bytes.to_vec())).await.unwrap();
+    }
+
+    /// The next frame that is not an Engine.IO PING (each one is answered).
+    async fn recv(&mut self) -> Message {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("an open socket")
+                .unwrap();
+            if frame == Message::text("2") {
+                self.send("3").await;
+                continue;
+            }
+            return frame;
+        }
+    }
+
+    async fn recv_text(&mut self) -> String {
+        match self.recv().await {
+            Message::Text(text) => text.as_str().to_owned(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    async fn recv_binary(&mut self) -> Vec<u8> {
+        match self.recv().await {
+            Message::Binary(bytes) => bytes.to_vec(),
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    }
+
+    /// Reads (without answering pings) until the server closes the socket.
+    async fn expect_closed(&mut self) {
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                match self.ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the server did not close the socket");
+    }
+}
+
+/// Sends a raw HTTP request and returns the status code and JSON body.
+async fn http(addr: SocketAddr, request: &str) -> (u16, Value) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response.get(9..12).unwrap().parse().unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("Content-Type: application/json"), "{head}");
+    (status, serde_json::from_str(body).unwrap())
+}
+
+// ---- the tests ----
+
+#[actix::test]
+async fn open_packet_carries_the_handshake_fields() {
+    let mut server = start(fast_config()).await;
+    let (_client, open) = Client::open(server.addr).await;
+
+    let sid = open["sid"].as_str().unwrap();
+    assert_eq!(sid.len(), 20);
+    assert_eq!(open["upgrades"], json!([]));
+    assert_eq!(open["pingInterval"], json!(100));
+    assert_eq!(open["pingTimeout"], json!(100));
+    assert_eq!(open["maxPayload"], json!(10_000));
+    assert_eq!(open.as_object().unwrap().len(), 5, "{open}");
+
+    let (_other, other_open) = Client::open(server.addr).await;
+    assert_ne!(other_open["sid"], open["sid"]);
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn bad_handshakes_get_json_errors() {
+    let mut server = start(fast_config()).await;
+    let upgrade = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let cases = [
+        (
+            format!("GET /socket.io/?EIO=3&transport=websocket HTTP/1.1\r\n{upgrade}"),
+            400,
+            "unsupported_protocol_version",
+        ),
+        (
+            format!("GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n{upgrade}"),
+            400,
+            "unsupported_transport",
+        ),
+        (format!("GET /elsewhere HTTP/1.1\r\n{upgrade}"), 404, "not_found"),
+        (
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+            400,
+            "upgrade_required",
+        ),
+        (
+            "POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                .to_owned(),
+            400,
+            "unsupported_transport",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got_status, body) = http(server.addr, &request).await;
+        assert_eq!(got_status, status, "{request}");
+        assert_eq!(body["error"]["code"], json!(code), "{body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+    // The refusals left the listener serving.
+    Client::connected(server.addr).await;
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn connects_to_known_namespaces_and_refuses_others() {
+    let mut server = start(fast_config()).await;
+    let mut client = Client::connected(server.addr).await;
+
+    client.send("40/custom,{\"token\":\"abc\"}").await;
+    let answer = client.recv_text().await;
+    let sid: Value = serde_json::from_str(answer.strip_prefix("40/custom,").unwrap()).unwrap();
+    assert!(sid["sid"].is_string(), "{answer}");
+
+    client.send("40/nope,").await;
+    assert_eq!(
+        client.recv_text().await,
+        r#"44/nope,{"message":"Invalid namespace"}"#
+    );
+    // A namespace without its ',' is taken to run to the end, as the reference parser does.
+    client.send("40/other").await;
+    assert_eq!(
+        client.recv_text().await,
+        r#"44/other,{"message":"Invalid namespace"}"#
+    );
+
+    let (mut refused, _) = Client::open(server.addr).await;
+    refused.send(r#"40{"token":"bad"}"#).await;
+    let refusal = refused.recv_text().await;
+    let refusal: Value = serde_json::from_str(refusal.strip_prefix("44").unwrap()).unwrap();
+    assert_eq!(
+        refusal,
+        json!({"message": "unauthorized", "data": {"code": "unauthorized"}})
+    );
+
+    // Leaving a namespace tells the application, once.
+    client.send("41/custom,").await;
+    let disconnects = server.app.wait_disconnects(1).await;
+    assert_eq!(disconnects.len(), 1);
+    assert_eq!(disconnects[0].1, "/custom");
+    assert_eq!(disconnects[0].2, DisconnectReason::ClientNamespaceDisconnect);
+    // The main namespace is still connected.
+    client.send(r#"421["ack","still here"]"#).await;
+    assert_eq!(client.recv_text().await, r#"431["still here"]"#);
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn event_with_ack_is_answered_with_its_id() {
+    let mut server = start(fast_config()).await;
+    let mut client = Client::connected(server.addr).await;
+
+    client.send(r#"42456["ack",1,"2",{"3":[false]}]"#).await;
+    assert_eq!(client.recv_text().await, r#"43456[1,"2",{"3":[false]}]"#);
+
+    client.send("40/custom,").await;
+    client.recv_text().await;
+    client.send(r#"42/custom,7["ack",0.1]"#).await;
+    assert_eq!(client.recv_text().await, r#"43/custom,7[0.1]"#);
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn binary_attachments_are_echoed() {
+    let mut server = start(fast_config()).await;
+    let mut client = Client::connected(server.addr).await;
+
+    client
+        .send(r#"452-["echo",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#)
+        .await;
+    client.send_binary(&[1, 2, 3]).await;
+    client.send_binary(&[4, 5, 6]).await;
+
+    assert_eq!(
+        client.recv_text().await,
+        r#"452-["echo-back",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
+    );
+    assert_eq!(client.recv_binary().await, [1, 2, 3]);
+    assert_eq!(client.recv_binary().await, [4, 5, 6]);
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn answered_pings_keep_the_socket_open() {
+    let mut server = start(fast_config()).await;
+    let mut client = Client::connected(server.addr).await;
+    for _ in 0..3 {
+        let frame = tokio::time::timeout(WAIT, client.ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame, Message::text("2"));
+        client.send("3").await;
+    }
+    assert!(server.app.disconnects().is_empty());
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn ping_timeout_drops_the_socket_and_disconnects_once() {
+    let mut server = start(fast_config()).await;
+    let (mut client, _) = Client::open(server.addr).await;
+    client.send("40").await;
+    // From here on the client reads but never answers a ping.
+    client.expect_closed().await;
+
+    let disconnects = server.app.wait_disconnects(1).await;
+    assert_eq!(disconnects.len(), 1, "{disconnects:?}");
+    assert_eq!(disconnects[0].2, DisconnectReason::PingTimeout);
+    assert_eq!(server.app.connected().len(), 1);
+    // Still once, well after the fact.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.app.disconnects().len(), 1);
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn a_socket_that_joins_no_namespace_is_closed() {
+    let mut server = start(fast_config()).await;
+    let (mut client, _) = Client::open(server.addr).await;
+    let started = tokio::time::Instant::now();
+    loop {
+        match tokio::time::timeout(WAIT, client.ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(text))) if text.as_str() == "2" => client.send("3").await,
+            Some(Ok(Message::Text(text))) => panic!("unexpected {text}"),
+            _ => break,
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    // It never joined, so the application has nothing to undo.
+    assert!(server.app.disconnects().is_empty());
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn oversize_packets_close_the_socket() {
+    let mut server = start(fast_config()).await;
+    let mut client = Client::connected(server.addr).await;
+
+    let big = format!(r#"42["echo","{}"]"#, "x".repeat(10_001));
+    client.send(&big).await;
+    client.expect_closed().await;
+
+    let disconnects = server.app.wait_disconnects(1).await;
+    assert_eq!(disconnects.len(), 1);
+    assert_eq!(disconnects[0].2, DisconnectReason::PayloadTooLarge);
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn malformed_packets_close_only_that_socket() {
+    let mut server = start(fast_config()).await;
+    let mut bystander = Client::connected(server.addr).await;
+
+    for malformed in ["4abc", "42{}", r#"42abc["ack",1]"#, "9", "41/custom,", "40"] {
+        let mut client = Client::connected(server.addr).await;
+        client.send(malformed).await;
+        client.expect_closed().await;
+    }
+    let disconnects = server.app.wait_disconnects(6).await;
+    assert_eq!(disconnects.len(), 6, "{disconnects:?}");
+    assert!(
+        disconnects
+            .iter()
+            .all(|(_, _, reason)| *reason == DisconnectReason::ProtocolError)
+    );
+
+    bystander.send(r#"421["ack","unharmed"]"#).await;
+    assert_eq!(bystander.recv_text().await, r#"431["unharmed"]"#);
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
+    let config = SocketConfig {
+        max_payload: 1_000_000,
+        outbound_queue: 8,
+        // Slow enough pings that the heartbeat cannot be what closes it.
+        ping_interval: Duration::from_secs(10),
+        ping_timeout: Duration::from_secs(10),
+        ..fast_config()
+    };
+    let mut server = start(config).await;
+    let mut client = Client::connected(server.addr).await;
+    client.send(r#"42["flood"]"#).await;
+
+    // The client reads nothing from here on.
+    let disconnects = server.app.wait_disconnects(1).await;
+    assert_eq!(disconnects.len(), 1, "{disconnects:?}");
+    assert_eq!(disconnects[0].2, DisconnectReason::SlowConsumer);
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn shutdown_closes_every_session_and_returns() {
+    let mut server = start(fast_config()).await;
+    let mut first = Client::connected(server.addr).await;
+    let mut second = Client::connected(server.addr).await;
+
+    server.shutdown().await;
+    first.expect_closed().await;
+    second.expect_closed().await;
+    let disconnects = server.app.disconnects();
+    assert_eq!(disconnects.len(), 2, "{disconnects:?}");
+    assert!(
+        disconnects
+            .iter()
+            .all(|(_, _, reason)| *reason == DisconnectReason::ServerShutdown)
+    );
+    assert!(TcpStream::connect(server.addr).await.is_err(), "still accepting");
+}

@@ -1,0 +1,78 @@
+//! `GET /api/v1/conversations`: the caller's conversations, newest activity
+//! first, each with its last message and the caller's unread count,
+//! keyset-paginated with a signed cursor.
+
+use actix_web::web;
+use aurum_schema::ids::UserId;
+use aurum_schema::models::history::{self, ActivityKey, ConversationSummary};
+use serde::{Deserialize, Serialize};
+
+use super::parse_limit;
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::handlers::non_blank;
+use crate::state::AppState;
+
+const CURSOR_KIND: &str = "conversations.list";
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// What a cursor carries: who it was issued to and the last row's sort key.
+#[derive(Debug, Serialize, Deserialize)]
+struct ListCursor {
+    viewer: UserId,
+    after: ActivityKey,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConversationPage {
+    items: Vec<ConversationSummary>,
+    next_cursor: Option<String>,
+    has_more: bool,
+}
+
+pub async fn list_conversations(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<ConversationPage>, ApiError> {
+    let limit = parse_limit(query.limit.as_deref())?;
+    let after = non_blank(query.cursor.as_deref())
+        .map(|cursor| decode_cursor(&state, user.id, cursor))
+        .transpose()?;
+
+    let mut conn = state.db.get().await?;
+    let mut items = history::list_conversations(&mut conn, user.id, after, limit + 1).await?;
+    let has_more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = match (has_more, items.last()) {
+        (true, Some(last)) => Some(state.cursors.encode(
+            CURSOR_KIND,
+            &ListCursor {
+                viewer: user.id,
+                after: ActivityKey::of(last),
+            },
+        )),
+        _ => None,
+    };
+    Ok(web::Json(ConversationPage {
+        items,
+        next_cursor,
+        has_more,
+    }))
+}
+
+fn decode_cursor(state: &AppState, viewer: UserId, cursor: &str) -> Result<ActivityKey, ApiError> {
+    let invalid =
+        || ApiError::bad_request("invalid_cursor", "the cursor is invalid; start again without one");
+    let cursor: ListCursor = state.cursors.decode(CURSOR_KIND, cursor).map_err(|_| invalid())?;
+    // A cursor walks one member's list; another member's would skip into it.
+    if cursor.viewer != viewer {
+        return Err(invalid());
+    }
+    Ok(cursor.after)
+}

@@ -1,0 +1,35 @@
+//! The official `socket.io-client` (npm, pinned by tests/e2e/package-lock.json)
+//! against the in-process server: `make test` runs `npm ci` first.
+
+use crate::helpers::TestApp;
+
+#[actix_rt::test]
+async fn official_client_chats() {
+    let app = TestApp::spawn().await;
+    app.seed(1, 20, 11).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+    assert!(
+        dir.join("node_modules/socket.io-client").exists(),
+        "run `npm ci` in tests/e2e first (make test does)"
+    );
+    let (a, b, no_profile) = (3_i64, 4_i64, 777_777_i64);
+    let mut child = tokio::process::Command::new("node")
+        .arg("--test")
+        .arg("--test-reporter=spec")
+        .arg("chat.test.mjs")
+        .current_dir(&dir)
+        .env("AURUM_WS_URL", &app.ws_base)
+        .env("AURUM_TOKEN_A", app.token(a))
+        .env("AURUM_TOKEN_B", app.token(b))
+        .env("AURUM_TOKEN_C", app.token(no_profile))
+        .env("AURUM_USER_A", a.to_string())
+        .env("AURUM_USER_B", b.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is installed");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait())
+        .await
+        .expect("the e2e suite finished within a minute")
+        .unwrap();
+    assert!(status.success(), "the socket.io-client suite failed: {status}");
+}
