@@ -5,13 +5,14 @@ CARGO ?= cargo
 DB_NAME ?= aurum
 SEED_PROFILES ?= 100000
 
-.PHONY: help run test lint fmt build release bench-profiles
+.PHONY: help run test lint fmt build release bench-profiles bench-ws
 
 help:
 	@echo "make run             start PostgreSQL if needed, migrate, seed $(SEED_PROFILES) profiles, serve"
 	@echo "make test            start PostgreSQL if needed, run every test"
 	@echo "make lint            cargo fmt --check and clippy -D warnings"
 	@echo "make bench-profiles  profile API benchmark on 1,000,000 profiles -> docs/benchmarks.md"
+	@echo "make bench-ws        Socket.IO benchmark: idle sockets and chat rates -> docs/benchmarks.md"
 
 build:
 	$(CARGO) build --workspace
@@ -61,3 +62,9 @@ bench-profiles: release
 	@export AURUM_BENCH_PG="$${AURUM_BENCH_PG:-$$(scripts/ensure-postgres.sh)}"; \
 	scripts/bench-profiles.sh
 
+# Idle sockets (RSS per socket, sockets/s) and chat at rising rates, with
+# the load generator (loadgen/, release); a few minutes.
+bench-ws: release
+	$(CARGO) build --release -p aurum-loadgen
+	@export AURUM_BENCH_PG="$${AURUM_BENCH_PG:-$$(scripts/ensure-postgres.sh)}"; \
+	python3 scripts/bench_ws.py
