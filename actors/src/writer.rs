@@ -1,11 +1,12 @@
 //! MessageWriter: persists chat messages in batches and answers each sender
 //! only after its batch has committed.
 //!
-//! Group commit: while one batch is in the database, new messages gather;
-//! when it commits, everything gathered goes as the next batch at once. A
-//! lone message waits at most `linger` for company. One batch is in flight
-//! at a time: batches are serialised by the database's ordering lock anyway
-//! (see `aurum_schema::models::messages`).
+//! Group commit: messages gather for at most `linger`, or until a batch is
+//! full, then go as one transaction; while batches are in the database new
+//! messages keep gathering, and a finished batch sends what gathered at
+//! once. Up to `max_in_flight` batches run at a time, each on its own
+//! connection: they overlap everywhere but the short section under the
+//! database's ordering lock (see `aurum_schema::models::messages`).
 
 use std::time::Duration;
 
@@ -32,14 +33,19 @@ pub struct WriterSettings {
     pub max_pending: usize,
     /// How long a message waits for others before its batch goes.
     pub linger: Duration,
+    /// Batches in the database at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for WriterSettings {
     fn default() -> Self {
+        // A short queue: under overload, senders hear `busy` within a few
+        // batches' time instead of waiting seconds for a late ack.
         Self {
             max_batch: 512,
-            max_pending: 20_000,
+            max_pending: 4096,
             linger: Duration::from_micros(500),
+            max_in_flight: 4,
         }
     }
 }
@@ -57,7 +63,7 @@ impl WriterHandle {
             pool,
             settings,
             pending: Vec::new(),
-            in_flight: false,
+            in_flight: 0,
             timer: None,
         };
         let addr = match arbiter {
@@ -83,7 +89,7 @@ pub struct MessageWriter {
     pool: DbPool,
     settings: WriterSettings,
     pending: Vec<(Outgoing, Reply)>,
-    in_flight: bool,
+    in_flight: usize,
     timer: Option<SpawnHandle>,
 }
 
@@ -111,8 +117,8 @@ impl Handler<Persist> for MessageWriter {
             return;
         }
         self.pending.push((msg.message, msg.reply));
-        if self.in_flight {
-            return; // goes with the next batch, as soon as this one commits
+        if self.in_flight >= self.settings.max_in_flight {
+            return; // goes as soon as a batch commits
         }
         if self.pending.len() >= self.settings.max_batch {
             self.flush(ctx);
@@ -127,7 +133,7 @@ impl Handler<Persist> for MessageWriter {
 
 impl MessageWriter {
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight || self.pending.is_empty() {
+        if self.in_flight >= self.settings.max_in_flight || self.pending.is_empty() {
             return;
         }
         if let Some(timer) = self.timer.take() {
@@ -135,7 +141,7 @@ impl MessageWriter {
         }
         let take = self.pending.len().min(self.settings.max_batch);
         let (batch, replies): (Vec<Outgoing>, Vec<Reply>) = self.pending.drain(..take).unzip();
-        self.in_flight = true;
+        self.in_flight += 1;
         let pool = self.pool.clone();
         let write = async move {
             let mut conn = pool.get().await.map_err(|error| {
@@ -160,7 +166,7 @@ impl MessageWriter {
                     }
                 }
             }
-            writer.in_flight = false;
+            writer.in_flight -= 1;
             writer.flush(ctx);
         }));
     }

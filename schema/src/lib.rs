@@ -10,6 +10,7 @@ pub mod json_time;
 pub mod migrations;
 pub mod models;
 pub mod pool;
+mod raw;
 #[rustfmt::skip]
 pub mod schema;
 

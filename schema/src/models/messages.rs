@@ -13,12 +13,13 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
 use crate::ids::UserId;
 use crate::json_time;
+use crate::raw::{Bind, RawSql};
 
 /// Any value: it only has to differ from other advisory locks in the schema.
 const MESSAGE_ORDER_LOCK: i64 = 0x6175_7275_6d5f_6d73; // "aurum_ms"
@@ -90,54 +91,36 @@ const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.sender_id, \
 
 /// Stores a batch in one transaction and returns one outcome per input, in
 /// input order. Validation of lengths and self-messages is the caller's.
+///
+/// Only the id-drawing part runs under the ordering lock: classification
+/// and conversation upserts happen before it, so batches of several writers
+/// overlap everywhere but there. Every statement is cached (see `raw`).
 pub async fn store_batch(conn: &mut AsyncPgConnection, batch: &[Outgoing]) -> QueryResult<Vec<Stored>> {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
     conn.transaction(async |conn| {
-        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-            .bind::<BigInt, _>(MESSAGE_ORDER_LOCK)
-            .execute(conn)
-            .await?;
-
         let people: Vec<i64> = batch
             .iter()
             .flat_map(|m| [m.sender.0, m.recipient.0])
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let existing: HashSet<i64> = diesel::sql_query("SELECT id FROM profiles WHERE id = ANY($1)")
-            .bind::<Array<BigInt>, _>(&people)
-            .load::<Id>(conn)
-            .await?
-            .into_iter()
-            .map(|row| row.id)
-            .collect();
+        let existing: HashSet<i64> = RawSql::new(
+            &["SELECT id FROM profiles WHERE id = ANY(", ")"],
+            vec![Bind::Int8s(&people)],
+        )
+        .load::<Id>(conn)
+        .await?
+        .into_iter()
+        .map(|row| row.id)
+        .collect();
 
-        // Retries: earlier messages with the same (sender, client_id).
         let keyed: Vec<(i64, &str)> = batch
             .iter()
             .filter_map(|m| m.client_id.as_deref().map(|c| (m.sender.0, c)))
             .collect();
-        let mut earlier: HashMap<(i64, String), ChatMessage> = HashMap::new();
-        if !keyed.is_empty() {
-            let (senders, client_ids): (Vec<i64>, Vec<&str>) = keyed.iter().copied().unzip();
-            let rows: Vec<ChatMessage> = diesel::sql_query(format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages m \
-                 JOIN conversations c ON c.id = m.conversation_id \
-                 JOIN unnest($1::int8[], $2::text[]) AS k(sender_id, client_id) \
-                   ON m.sender_id = k.sender_id AND m.client_id = k.client_id"
-            ))
-            .bind::<Array<BigInt>, _>(&senders)
-            .bind::<Array<Text>, _>(&client_ids)
-            .load(conn)
-            .await?;
-            for row in rows {
-                if let Some(client_id) = row.client_id.clone() {
-                    earlier.insert((row.sender_id, client_id), row);
-                }
-            }
-        }
+        let mut earlier = earlier_messages(conn, &keyed).await?;
 
         // Decide each message's fate; `fresh` indexes the ones to insert.
         let mut outcomes: Vec<Option<Stored>> = vec![None; batch.len()];
@@ -165,18 +148,6 @@ pub async fn store_batch(conn: &mut AsyncPgConnection, batch: &[Outgoing]) -> Qu
 
         if !fresh.is_empty() {
             let conversations = upsert_conversations(conn, batch, &fresh).await?;
-            // Ids are drawn here, under the lock, so they follow commit order;
-            // `created_at` is the insert's own time (not the transaction's
-            // start, which may precede a batch that committed first), so
-            // time follows id order too.
-            let ids: Vec<i64> =
-                diesel::sql_query("SELECT nextval('messages_id_seq') AS id FROM generate_series(1, $1)")
-                    .bind::<BigInt, _>(fresh.len() as i64)
-                    .load::<Id>(conn)
-                    .await?
-                    .into_iter()
-                    .map(|row| row.id)
-                    .collect();
             let mut conversation_ids = Vec::with_capacity(fresh.len());
             let mut senders = Vec::with_capacity(fresh.len());
             let mut bodies = Vec::with_capacity(fresh.len());
@@ -189,26 +160,90 @@ pub async fn store_batch(conn: &mut AsyncPgConnection, batch: &[Outgoing]) -> Qu
                 bodies.push(message.body.as_str());
                 client_ids.push(message.client_id.as_deref());
             }
-            let rows: Vec<ChatMessage> = diesel::sql_query(format!(
-                "WITH m AS ( \
-                   INSERT INTO messages (id, conversation_id, sender_id, body, client_id, created_at) \
-                   SELECT *, statement_timestamp() \
-                   FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::text[]) \
-                   RETURNING * ) \
-                 SELECT {MESSAGE_COLUMNS} FROM m JOIN conversations c ON c.id = m.conversation_id"
-            ))
-            .bind::<Array<BigInt>, _>(&ids)
-            .bind::<Array<BigInt>, _>(&conversation_ids)
-            .bind::<Array<BigInt>, _>(&senders)
-            .bind::<Array<Text>, _>(&bodies)
-            .bind::<Array<Nullable<Text>>, _>(&client_ids)
+
+            // From here to commit, batches of every writer take turns.
+            RawSql::new(
+                &["SELECT pg_advisory_xact_lock(", ")"],
+                vec![Bind::Int8(MESSAGE_ORDER_LOCK)],
+            )
+            .execute(conn)
+            .await?;
+            let ids: Vec<i64> = RawSql::new(
+                &[
+                    "SELECT nextval('messages_id_seq') AS id FROM generate_series(1, ",
+                    ")",
+                ],
+                vec![Bind::Int8(fresh.len() as i64)],
+            )
+            .load::<Id>(conn)
+            .await?
+            .into_iter()
+            .map(|row| row.id)
+            .collect();
+            // Ids are drawn under the lock, so they follow commit order;
+            // `created_at` is the insert's own time (not the transaction's
+            // start, which may precede a batch that committed first), so time
+            // follows id order too. A retry that raced past the duplicate
+            // check above is skipped by ON CONFLICT and looked up below.
+            let rows: Vec<ChatMessage> = RawSql::new(
+                &[
+                    "WITH m AS ( \
+                       INSERT INTO messages (id, conversation_id, sender_id, body, client_id, created_at) \
+                       SELECT *, statement_timestamp() FROM unnest(",
+                    "::int8[], ",
+                    "::int8[], ",
+                    "::int8[], ",
+                    "::text[], ",
+                    "::text[]) \
+                       ON CONFLICT (sender_id, client_id) DO NOTHING \
+                       RETURNING * ), \
+                     newest AS ( \
+                       SELECT DISTINCT ON (conversation_id) conversation_id, id, created_at FROM m \
+                       ORDER BY conversation_id, id DESC ), \
+                     touched AS ( \
+                       UPDATE conversations c SET last_message_id = n.id, last_message_at = n.created_at \
+                       FROM newest n \
+                       WHERE c.id = n.conversation_id \
+                         AND (c.last_message_id IS NULL OR c.last_message_id < n.id) ) \
+                     SELECT m.id, m.conversation_id, m.sender_id, \
+                       CASE WHEN c.user_a = m.sender_id THEN c.user_b ELSE c.user_a END AS recipient_id, \
+                       m.body, m.created_at, m.client_id \
+                     FROM m JOIN conversations c ON c.id = m.conversation_id",
+                ],
+                vec![
+                    Bind::Int8s(&ids),
+                    Bind::Int8s(&conversation_ids),
+                    Bind::Int8s(&senders),
+                    Bind::Texts(&bodies),
+                    Bind::OptionalTexts(&client_ids),
+                ],
+            )
             .load(conn)
             .await?;
             let by_id: HashMap<i64, ChatMessage> = rows.into_iter().map(|row| (row.id, row)).collect();
+            let mut raced: Vec<(i64, &str)> = Vec::new();
             for (index, id) in fresh.iter().zip(&ids) {
                 outcomes[*index] = by_id.get(id).cloned().map(Stored::New);
+                if outcomes[*index].is_none()
+                    && let Some(client_id) = batch[*index].client_id.as_deref()
+                {
+                    raced.push((batch[*index].sender.0, client_id));
+                }
             }
-            touch_conversations(conn, &by_id).await?;
+            if !raced.is_empty() {
+                earlier = earlier_messages(conn, &raced).await?;
+                for &index in &fresh {
+                    let message = &batch[index];
+                    if outcomes[index].is_none()
+                        && let Some(client_id) = message.client_id.as_deref()
+                    {
+                        outcomes[index] = earlier
+                            .get(&(message.sender.0, client_id.to_owned()))
+                            .cloned()
+                            .map(Stored::Duplicate);
+                    }
+                }
+            }
         }
         for (index, first) in duplicate_of {
             outcomes[index] = match &outcomes[first] {
@@ -220,10 +255,43 @@ pub async fn store_batch(conn: &mut AsyncPgConnection, batch: &[Outgoing]) -> Qu
         // failing the batch is safer than acknowledging something unstored.
         outcomes
             .into_iter()
-            .map(|o| o.ok_or_else(|| diesel::result::Error::RollbackTransaction))
+            .map(|o| o.ok_or(diesel::result::Error::RollbackTransaction))
             .collect()
     })
     .await
+}
+
+/// Stored messages with these (sender, client_id) keys.
+async fn earlier_messages(
+    conn: &mut AsyncPgConnection,
+    keyed: &[(i64, &str)],
+) -> QueryResult<HashMap<(i64, String), ChatMessage>> {
+    let mut earlier = HashMap::new();
+    if keyed.is_empty() {
+        return Ok(earlier);
+    }
+    let (senders, client_ids): (Vec<i64>, Vec<&str>) = keyed.iter().copied().unzip();
+    let rows: Vec<ChatMessage> = RawSql::new(
+        &[
+            "SELECT m.id, m.conversation_id, m.sender_id, \
+               CASE WHEN c.user_a = m.sender_id THEN c.user_b ELSE c.user_a END AS recipient_id, \
+               m.body, m.created_at, m.client_id \
+             FROM unnest(",
+            "::int8[], ",
+            "::text[]) AS k(sender_id, client_id) \
+             JOIN messages m ON m.sender_id = k.sender_id AND m.client_id = k.client_id \
+             JOIN conversations c ON c.id = m.conversation_id",
+        ],
+        vec![Bind::Int8s(&senders), Bind::Texts(&client_ids)],
+    )
+    .load(conn)
+    .await?;
+    for row in rows {
+        if let Some(client_id) = row.client_id.clone() {
+            earlier.insert((row.sender_id, client_id), row);
+        }
+    }
+    Ok(earlier)
 }
 
 fn ordered_pair(a: UserId, b: UserId) -> (i64, i64) {
@@ -241,48 +309,41 @@ async fn upsert_conversations(
         .map(|&i| ordered_pair(batch[i].sender, batch[i].recipient))
         .collect();
     let (user_a, user_b): (Vec<i64>, Vec<i64>) = pairs.into_iter().unzip();
-    // The no-op update makes RETURNING include rows that already existed.
-    let rows: Vec<ConversationRow> = diesel::sql_query(
-        "INSERT INTO conversations (user_a, user_b) SELECT * FROM unnest($1::int8[], $2::int8[]) \
-         ON CONFLICT (user_a, user_b) DO UPDATE SET user_a = EXCLUDED.user_a \
-         RETURNING id, user_a, user_b",
-    )
-    .bind::<Array<BigInt>, _>(&user_a)
-    .bind::<Array<BigInt>, _>(&user_b)
-    .load(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| ((row.user_a, row.user_b), row.id))
-        .collect())
-}
-
-/// Moves each conversation's `last_message_*` to its newest message.
-async fn touch_conversations(
-    conn: &mut AsyncPgConnection,
-    stored: &HashMap<i64, ChatMessage>,
-) -> QueryResult<()> {
-    let mut newest: HashMap<i64, &ChatMessage> = HashMap::new();
-    for message in stored.values() {
-        let slot = newest.entry(message.conversation_id).or_insert(message);
-        if message.id > slot.id {
-            *slot = message;
+    // Existing pairs are read first and only missing ones inserted, so a
+    // steady conversation costs one index lookup, not a row update. DO
+    // NOTHING (not a no-op update) keeps this part free of row locks that
+    // could meet the ordering lock in a deadlock; a pair another writer
+    // inserted meanwhile is simply not returned, and the next round, with a
+    // fresh snapshot, finds it.
+    let mut found = HashMap::with_capacity(user_a.len());
+    for _ in 0..3 {
+        let rows: Vec<ConversationRow> = RawSql::new(
+            &[
+                "WITH wanted AS (SELECT * FROM unnest(",
+                "::int8[], ",
+                "::int8[]) AS w(user_a, user_b)), \
+                 found AS (SELECT c.id, c.user_a, c.user_b FROM conversations c \
+                           JOIN wanted w ON c.user_a = w.user_a AND c.user_b = w.user_b), \
+                 added AS (INSERT INTO conversations (user_a, user_b) \
+                           SELECT w.user_a, w.user_b FROM wanted w \
+                           WHERE NOT EXISTS (SELECT 1 FROM found f \
+                                             WHERE f.user_a = w.user_a AND f.user_b = w.user_b) \
+                           ON CONFLICT (user_a, user_b) DO NOTHING \
+                           RETURNING id, user_a, user_b) \
+                 SELECT id, user_a, user_b FROM found UNION ALL SELECT id, user_a, user_b FROM added",
+            ],
+            vec![Bind::Int8s(&user_a), Bind::Int8s(&user_b)],
+        )
+        .load(conn)
+        .await?;
+        found.extend(rows.into_iter().map(|row| ((row.user_a, row.user_b), row.id)));
+        if found.len() == user_a.len() {
+            return Ok(found);
         }
     }
-    let conversation_ids: Vec<i64> = newest.keys().copied().collect();
-    let message_ids: Vec<i64> = conversation_ids.iter().map(|c| newest[c].id).collect();
-    let times: Vec<DateTime<Utc>> = conversation_ids.iter().map(|c| newest[c].created_at).collect();
-    diesel::sql_query(
-        "UPDATE conversations c SET last_message_id = v.message_id, last_message_at = v.at \
-         FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS v(id, message_id, at) \
-         WHERE c.id = v.id AND (c.last_message_id IS NULL OR c.last_message_id < v.message_id)",
-    )
-    .bind::<Array<BigInt>, _>(&conversation_ids)
-    .bind::<Array<BigInt>, _>(&message_ids)
-    .bind::<Array<Timestamptz>, _>(&times)
-    .execute(conn)
-    .await?;
-    Ok(())
+    // Three rounds cannot all miss a committed pair; fail the batch rather
+    // than store a message without its conversation.
+    Err(diesel::result::Error::RollbackTransaction)
 }
 
 /// Messages of `user`'s conversations with an id above `since`, oldest
@@ -321,23 +382,32 @@ pub async fn mark_read(
         #[diesel(sql_type = BigInt)]
         other: i64,
     }
-    let other: Option<Other> = diesel::sql_query(
-        "WITH target AS ( \
-           SELECT c.id, CASE WHEN c.user_a = $1 THEN c.user_b ELSE c.user_a END AS other \
-           FROM conversations c JOIN messages m ON m.conversation_id = c.id AND m.id = $3 \
-           WHERE c.id = $2 AND $1 IN (c.user_a, c.user_b) ), \
-         upsert AS ( \
-           INSERT INTO conversation_reads (conversation_id, user_id, last_read_message_id) \
-           SELECT id, $1, $3 FROM target \
-           ON CONFLICT (conversation_id, user_id) DO UPDATE \
-             SET last_read_message_id = GREATEST(conversation_reads.last_read_message_id, \
-                                                 EXCLUDED.last_read_message_id), \
-                 updated_at = now() ) \
-         SELECT other FROM target",
+    let other: Option<Other> = RawSql::new(
+        &[
+            "WITH target AS ( \
+               SELECT c.id, CASE WHEN c.user_a = r.reader THEN c.user_b ELSE c.user_a END AS other, \
+                      r.reader, r.message_id \
+               FROM (SELECT ",
+            "::int8 AS reader, ",
+            "::int8 AS conversation_id, ",
+            "::int8 AS message_id) r \
+               JOIN conversations c ON c.id = r.conversation_id AND r.reader IN (c.user_a, c.user_b) \
+               JOIN messages m ON m.conversation_id = c.id AND m.id = r.message_id ), \
+             upsert AS ( \
+               INSERT INTO conversation_reads (conversation_id, user_id, last_read_message_id) \
+               SELECT id, reader, message_id FROM target \
+               ON CONFLICT (conversation_id, user_id) DO UPDATE \
+                 SET last_read_message_id = GREATEST(conversation_reads.last_read_message_id, \
+                                                     EXCLUDED.last_read_message_id), \
+                     updated_at = now() ) \
+             SELECT other FROM target",
+        ],
+        vec![
+            Bind::Int8(reader.0),
+            Bind::Int8(conversation),
+            Bind::Int8(message_id),
+        ],
     )
-    .bind::<BigInt, _>(reader.0)
-    .bind::<BigInt, _>(conversation)
-    .bind::<BigInt, _>(message_id)
     .get_result(conn)
     .await
     .optional()?;
