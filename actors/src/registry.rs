@@ -57,6 +57,12 @@ impl RegistryHandle {
             .map_err(|_| RegisterError::Unavailable)?
     }
 
+    /// Registers `session` again without waiting for an answer: the
+    /// heartbeat's refresh, which rebuilds a restarted shard's map.
+    pub fn refresh(&self, user: i64, session: SessionHandle) {
+        self.shard(user).do_send(Register { user, session });
+    }
+
     /// Removes one socket; a no-op if it was not registered.
     pub fn unregister(&self, user: i64, session: SessionId) {
         self.shard(user).do_send(Unregister { user, session });

@@ -11,8 +11,6 @@ mod mark_read;
 pub mod rate;
 mod typing;
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::Duration;
 
 use aurum_actors::registry::{RegisterError, RegistryHandle};
@@ -41,9 +39,6 @@ pub struct ChatLimits {
     pub max_message_chars: usize,
     pub max_client_id_chars: usize,
     pub max_sockets_per_user: usize,
-    /// How often a socket re-registers, so a restarted registry shard
-    /// learns its sessions again.
-    pub heartbeat: Duration,
 }
 
 impl Default for ChatLimits {
@@ -54,7 +49,6 @@ impl Default for ChatLimits {
             max_message_chars: 4000,
             max_client_id_chars: 64,
             max_sockets_per_user: aurum_actors::registry::DEFAULT_MAX_SOCKETS_PER_USER,
-            heartbeat: Duration::from_secs(25),
         }
     }
 }
@@ -112,8 +106,6 @@ struct Member {
     user: i64,
     since: Option<i64>,
     limiter: TokenBucket,
-    /// Cleared on disconnect; stops the heartbeat task.
-    alive: Rc<Cell<bool>>,
 }
 
 /// The answer to an event: through its ack when it has one, else as an
@@ -197,12 +189,7 @@ impl SocketApp for ChatApp {
                     Some(json!({ "code": "too_many_sockets" })),
                 ));
             }
-            Ok(ConnState::new(Member {
-                user,
-                since,
-                limiter,
-                alive: Rc::new(Cell::new(true)),
-            }))
+            Ok(ConnState::new(Member { user, since, limiter }))
         }
         .boxed_local()
     }
@@ -211,11 +198,12 @@ impl SocketApp for ChatApp {
         let Some(member) = state.get::<Member>() else {
             return;
         };
-        let (user, since, alive) = (member.user, member.since, member.alive.clone());
+        let (user, since) = (member.user, member.since);
         let registry = self.registry.clone();
         let db = self.db.clone();
         let session = session.clone();
-        let heartbeat = self.limits.heartbeat;
+        // A short task: register, then replay. Nothing per socket outlives
+        // it; later upkeep rides on the session's heartbeat.
         actix::spawn(async move {
             match registry.register(user, session.clone()).await {
                 Ok(()) => {}
@@ -229,23 +217,22 @@ impl SocketApp for ChatApp {
                     session.close();
                     return;
                 }
-                Err(RegisterError::Unavailable) => tracing::warn!(user, "registry unavailable; will retry"),
+                Err(RegisterError::Unavailable) => {
+                    tracing::warn!(user, "registry unavailable; the next heartbeat registers again");
+                }
             }
             if let Some(since) = since {
                 replay(&db, &session, user, since).await;
             }
-            // Re-register on every heartbeat: cheap, and it rebuilds the map
-            // of a registry shard that was restarted.
-            let mut ticks = tokio::time::interval(heartbeat);
-            ticks.tick().await;
-            loop {
-                ticks.tick().await;
-                if !alive.get() || !session.is_connected() {
-                    break;
-                }
-                let _ = registry.register(user, session.clone()).await;
-            }
         });
+    }
+
+    /// Re-registers on every answered ping: cheap, and it rebuilds the map
+    /// of a registry shard that was restarted.
+    fn heartbeat(&self, session: &SessionHandle, _nsp: &str, state: &mut ConnState) {
+        if let Some(member) = state.get::<Member>() {
+            self.registry.refresh(member.user, session.clone());
+        }
     }
 
     fn event(&self, session: &SessionHandle, state: &mut ConnState, event: Event) -> AppFuture<()> {
@@ -298,7 +285,6 @@ impl SocketApp for ChatApp {
 
     fn disconnect(&self, session: &SessionHandle, _nsp: &str, state: ConnState, reason: DisconnectReason) {
         if let Some(member) = state.into_inner::<Member>() {
-            member.alive.set(false);
             self.registry.unregister(member.user, session.id());
             tracing::debug!(user = member.user, %reason, "socket left");
         }
@@ -371,10 +357,7 @@ impl Realtime {
     pub fn start(state: &crate::state::AppState) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let arbiters: Vec<actix::Arbiter> = (0..cores).map(|_| actix::Arbiter::new()).collect();
-        let limits = ChatLimits {
-            heartbeat: Duration::from_millis(state.config.ws_ping_interval),
-            ..ChatLimits::default()
-        };
+        let limits = ChatLimits::default();
         let shards = state.config.registry_shards.unwrap_or(2 * cores);
         let registry = RegistryHandle::start(shards, limits.max_sockets_per_user, &arbiters);
         let writer = WriterHandle::start(

@@ -371,8 +371,22 @@ async fn a_crashed_registry_shard_is_restarted_and_refilled() {
     let mut a = member(&app, 1).await;
     wait_for_sockets(&app, 2, 1).await;
     app.registry().crash_shard_of(2);
-    // The restarted shard starts empty, then B re-registers on its heartbeat.
-    wait_for_sockets(&app, 2, 1).await;
+    assert_eq!(
+        app.registry().sockets_of(2).await,
+        0,
+        "the restarted shard starts empty"
+    );
+    // The restarted shard starts empty; B re-registers on its next answered
+    // ping (reading answers pings).
+    let mut refilled = false;
+    for _ in 0..50 {
+        let _ = b.next_text_within(Duration::from_millis(100)).await;
+        if app.registry().sockets_of(2).await == 1 {
+            refilled = true;
+            break;
+        }
+    }
+    assert!(refilled, "B was never registered again");
     let ack = a
         .emit_ack(
             1,

@@ -52,6 +52,13 @@ pub trait SocketApp: Send + Sync + 'static {
         let _ = (session, nsp, state);
     }
 
+    /// The client answered a heartbeat ping; called for each namespace it is
+    /// connected to. A cheap place for periodic per-socket upkeep, with no
+    /// timer or task of the application's own per socket.
+    fn heartbeat(&self, session: &SessionHandle, nsp: &str, state: &mut ConnState) {
+        let _ = (session, nsp, state);
+    }
+
     /// An EVENT or BINARY_EVENT from a client connected to `event.nsp`.
     ///
     /// The returned future runs on the session's arbiter and is dropped if

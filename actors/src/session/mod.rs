@@ -299,6 +299,12 @@ impl Session {
         if let Some(deadline) = self.pong_deadline.take() {
             ctx.cancel_future(deadline);
             self.schedule_ping(ctx);
+            let handle = SessionHandle::new(self.id, ctx.address());
+            for ns in &mut self.namespaces {
+                if let NamespaceState::Connected(state) = &mut ns.state {
+                    self.app.heartbeat(&handle, &ns.name, state);
+                }
+            }
         }
     }
 
