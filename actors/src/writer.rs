@@ -148,10 +148,22 @@ impl MessageWriter {
                 tracing::warn!(%error, "message writer cannot get a connection");
                 WriteError::Unavailable
             })?;
-            messages::store_batch(&mut conn, &batch).await.map_err(|error| {
-                tracing::error!(%error, size = batch.len(), "message batch failed");
-                WriteError::Unavailable
-            })
+            // A batch that lost a deadlock or serialization race was rolled
+            // back whole; once more usually goes through.
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match messages::store_batch(&mut conn, &batch).await {
+                    Ok(outcomes) => return Ok(outcomes),
+                    Err(error) if attempts < 3 && is_transient(&error) => {
+                        tracing::warn!(%error, attempts, "message batch lost a race; retrying");
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, size = batch.len(), "message batch failed");
+                        return Err(WriteError::Unavailable);
+                    }
+                }
+            }
         };
         ctx.spawn(write.into_actor(self).map(move |result, writer, ctx| {
             match result {
@@ -169,5 +181,16 @@ impl MessageWriter {
             writer.in_flight -= 1;
             writer.flush(ctx);
         }));
+    }
+}
+
+/// Deadlocks (40P01) and serialization failures (40001) roll a transaction
+/// back without it having done anything wrong.
+fn is_transient(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        Error::DatabaseError(_, info) => info.message().contains("deadlock detected"),
+        _ => false,
     }
 }

@@ -161,19 +161,16 @@ pub async fn store_batch(conn: &mut AsyncPgConnection, batch: &[Outgoing]) -> Qu
                 client_ids.push(message.client_id.as_deref());
             }
 
-            // From here to commit, batches of every writer take turns.
-            RawSql::new(
-                &["SELECT pg_advisory_xact_lock(", ")"],
-                vec![Bind::Int8(MESSAGE_ORDER_LOCK)],
-            )
-            .execute(conn)
-            .await?;
+            // From here to commit, batches of every writer take turns. The
+            // lock and the ids come in one statement: every id is computed
+            // from a row of the join with the lock's CTE, so after the lock.
             let ids: Vec<i64> = RawSql::new(
                 &[
-                    "SELECT nextval('messages_id_seq') AS id FROM generate_series(1, ",
+                    "WITH ordering AS (SELECT pg_advisory_xact_lock(",
+                    ")) SELECT nextval('messages_id_seq') AS id FROM ordering, generate_series(1, ",
                     ")",
                 ],
-                vec![Bind::Int8(fresh.len() as i64)],
+                vec![Bind::Int8(MESSAGE_ORDER_LOCK), Bind::Int8(fresh.len() as i64)],
             )
             .load::<Id>(conn)
             .await?
@@ -304,7 +301,9 @@ async fn upsert_conversations(
     batch: &[Outgoing],
     fresh: &[usize],
 ) -> QueryResult<HashMap<(i64, i64), i64>> {
-    let pairs: HashSet<(i64, i64)> = fresh
+    // Sorted, and inserted in this order: two writers adding the same new
+    // pairs then wait on each other in one order, never in a cycle.
+    let pairs: std::collections::BTreeSet<(i64, i64)> = fresh
         .iter()
         .map(|&i| ordered_pair(batch[i].sender, batch[i].recipient))
         .collect();
@@ -328,6 +327,7 @@ async fn upsert_conversations(
                            SELECT w.user_a, w.user_b FROM wanted w \
                            WHERE NOT EXISTS (SELECT 1 FROM found f \
                                              WHERE f.user_a = w.user_a AND f.user_b = w.user_b) \
+                           ORDER BY w.user_a, w.user_b \
                            ON CONFLICT (user_a, user_b) DO NOTHING \
                            RETURNING id, user_a, user_b) \
                  SELECT id, user_a, user_b FROM found UNION ALL SELECT id, user_a, user_b FROM added",
