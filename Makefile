@@ -4,6 +4,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DB_NAME ?= aurum
 SEED_PROFILES ?= 100000
+# Where cargo puts binaries (honours CARGO_TARGET_DIR, as cargo does).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+AURUM := $(TARGET_DIR)/release/aurum
 
 .PHONY: help run test lint fmt build release bench-profiles bench-ws
 
@@ -22,9 +25,9 @@ release:
 
 run: release
 	@if [ -z "$${DATABASE_URL:-}" ]; then export DATABASE_URL="$$(scripts/ensure-postgres.sh)/$(DB_NAME)"; fi; \
-	target/release/aurum migrate --create-database; \
-	target/release/aurum seed --profiles $(SEED_PROFILES) --if-empty; \
-	token=$$(target/release/aurum token --dev --user 1); \
+	$(AURUM) migrate --create-database; \
+	$(AURUM) seed --profiles $(SEED_PROFILES) --if-empty; \
+	token=$$($(AURUM) token --dev --user 1); \
 	echo; \
 	echo "A development token for user 1 (valid 24 h):"; \
 	echo "  $$token"; \
@@ -33,7 +36,7 @@ run: release
 	echo "  curl -H 'Authorization: Bearer $$token' 'http://127.0.0.1:8080/api/v1/matching/profiles/batch?profile_ids=2,3,4'"; \
 	echo "  curl http://127.0.0.1:8080/health"; \
 	echo; \
-	exec target/release/aurum serve --dev
+	exec $(AURUM) serve --dev
 
 # Tests make their own databases (cloned from a migrated template) on the
 # server found or started here; nextest runs them in parallel processes when

@@ -23,7 +23,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AURUM = os.path.join(ROOT, "target", "release", "aurum")
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+AURUM = os.path.join(TARGET, "release", "aurum")
 PG = os.environ.get("AURUM_BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 DB_URL = f"{PG}/aurum_bench"
 PROFILES = int(os.environ.get("BENCH_PROFILES", "1000000"))

@@ -29,8 +29,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AURUM = os.path.join(ROOT, "target", "release", "aurum")
-LOADGEN = os.path.join(ROOT, "target", "release", "aurum-loadgen")
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+AURUM = os.path.join(TARGET, "release", "aurum")
+LOADGEN = os.path.join(TARGET, "release", "aurum-loadgen")
 PG = os.environ.get("AURUM_BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 DB_URL = f"{PG}/aurum_bench_ws"
 PROFILES = 20_000
