@@ -8,13 +8,14 @@ use actix_web::http::StatusCode;
 use aurum_schema::ids::UserId;
 use aurum_schema::models::history::{self, ActivityKey, MessageWindow};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Json, Text};
+use diesel::sql_types::Json;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 use tokio_postgres::Client;
 
 use crate::helpers::TestApp;
 use crate::helpers::app::error_code;
+use crate::helpers::plans::{CachedStatement, cached_statement};
 
 const LIST: &str = "/api/v1/conversations";
 
@@ -480,50 +481,16 @@ async fn history_needs_a_token() {
 }
 
 #[derive(QueryableByName)]
-struct Prepared {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = BigInt)]
-    params: i64,
-    #[diesel(sql_type = Text)]
-    statement: String,
-}
-
-#[derive(QueryableByName)]
 struct JsonPlan {
     #[diesel(sql_type = Json, column_name = "QUERY PLAN")]
     plan: Value,
-}
-
-/// The one statement diesel-async prepared and cached whose text has every
-/// one of `needles` and none of `absent`.
-async fn cached_statement(conn: &mut AsyncPgConnection, needles: &[&str], absent: &[&str]) -> Prepared {
-    let all: Vec<Prepared> = diesel::sql_query(
-        "SELECT name::text, cardinality(parameter_types)::int8 AS params, statement::text AS statement \
-         FROM pg_prepared_statements WHERE NOT from_sql",
-    )
-    .load(conn)
-    .await
-    .unwrap();
-    let texts: Vec<String> = all.iter().map(|p| p.statement.clone()).collect();
-    let mut found: Vec<Prepared> = all
-        .into_iter()
-        .filter(|p| needles.iter().all(|n| p.statement.contains(n)))
-        .filter(|p| !absent.iter().any(|n| p.statement.contains(n)))
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one statement with {needles:?} among {texts:#?}"
-    );
-    found.remove(0)
 }
 
 /// `EXPLAIN (ANALYZE)` of the cached statement itself, as the default plan
 /// cache mode or a forced generic plan would run it.
 async fn explain_analyze(
     conn: &mut AsyncPgConnection,
-    statement: &Prepared,
+    statement: &CachedStatement,
     args: &[String],
     generic: bool,
 ) -> Value {

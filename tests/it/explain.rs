@@ -7,18 +7,11 @@
 use aurum_schema::ids::UserId;
 use aurum_schema::models::profiles::{self, Gender, ScrollFilter, ScrollKey};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::helpers::TestApp;
-
-#[derive(QueryableByName)]
-struct Prepared {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = BigInt)]
-    params: i64,
-}
+use crate::helpers::plans::{CachedStatement, cached_statement};
 
 #[derive(QueryableByName)]
 struct PlanLine {
@@ -26,43 +19,12 @@ struct PlanLine {
     line: String,
 }
 
-/// The cached prepared statement whose text contains every one of `needles`.
-async fn prepared(conn: &mut AsyncPgConnection, needles: &[&str]) -> Prepared {
-    let all: Vec<PreparedWithText> = diesel::sql_query(
-        "SELECT name::text, cardinality(parameter_types)::int8 AS params, statement::text AS statement \
-         FROM pg_prepared_statements WHERE NOT from_sql",
-    )
-    .load(conn)
-    .await
-    .unwrap();
-    let texts: Vec<String> = all.iter().map(|p| p.statement.clone()).collect();
-    let mut found: Vec<Prepared> = all
-        .into_iter()
-        .filter(|p| needles.iter().all(|n| p.statement.contains(n)))
-        .map(|p| Prepared {
-            name: p.name,
-            params: p.params,
-        })
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one cached statement containing {needles:?} among {texts:#?}"
-    );
-    found.remove(0)
-}
-
-#[derive(QueryableByName)]
-struct PreparedWithText {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = BigInt)]
-    params: i64,
-    #[diesel(sql_type = Text)]
-    statement: String,
-}
-
-async fn explain(conn: &mut AsyncPgConnection, statement: &Prepared, args: &[&str], generic: bool) -> String {
+async fn explain(
+    conn: &mut AsyncPgConnection,
+    statement: &CachedStatement,
+    args: &[&str],
+    generic: bool,
+) -> String {
     assert_eq!(
         statement.params as usize,
         args.len(),
@@ -122,13 +84,14 @@ async fn scroll_and_batch_plans_use_their_indexes() {
             .unwrap();
         assert_eq!(page.len(), 21);
     }
-    let stmt = prepared(
+    let stmt = cached_statement(
         &mut conn,
         &[
             "\"gender\" = $",
             "date_of_birth\" <= $",
             "(\"profiles\".\"created_at\", \"profiles\".\"id\") <",
         ],
+        &[],
     )
     .await;
     let args = [
@@ -156,7 +119,7 @@ async fn scroll_and_batch_plans_use_their_indexes() {
             .await
             .unwrap();
     }
-    let stmt = prepared(&mut conn, &["!= $1)) ORDER BY"]).await;
+    let stmt = cached_statement(&mut conn, &["!= $1)) ORDER BY"], &[]).await;
     for generic in [false, true] {
         let plan = explain(&mut conn, &stmt, &["1000000", "21"], generic).await;
         assert_uses(
@@ -176,7 +139,7 @@ async fn scroll_and_batch_plans_use_their_indexes() {
             .await
             .unwrap();
     }
-    let stmt = prepared(&mut conn, &["\"city\" = $2)) ORDER BY"]).await;
+    let stmt = cached_statement(&mut conn, &["\"city\" = $2)) ORDER BY"], &[]).await;
     for generic in [false, true] {
         let plan = explain(&mut conn, &stmt, &["1000000", "'Pune'", "21"], generic).await;
         assert_uses(
@@ -191,7 +154,7 @@ async fn scroll_and_batch_plans_use_their_indexes() {
     for n in [50, 3, 17, 50, 8, 1, 50] {
         profiles::load_approved(&mut conn, &ids[..n]).await.unwrap();
     }
-    let stmt = prepared(&mut conn, &["= ANY($1)"]).await;
+    let stmt = cached_statement(&mut conn, &["= ANY($1)"], &[]).await;
     for generic in [false, true] {
         let plan = explain(&mut conn, &stmt, &["ARRAY[1,2,3]::int8[]"], generic).await;
         assert!(

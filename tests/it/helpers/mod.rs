@@ -1,5 +1,6 @@
 pub mod app;
 pub mod db;
+pub mod plans;
 pub mod ws;
 
 pub use app::TestApp;
