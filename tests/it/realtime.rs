@@ -9,7 +9,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::helpers::ws::RawClient;
 use crate::helpers::{TestApp, TestDb};
 
-const FAST_PINGS: [&str; 2] = ["--ws-ping-interval=150", "--ws-ping-timeout=150"];
+const FAST_PINGS: [&str; 2] = ["--ws-ping-interval=150", "--ws-ping-timeout=500"];
+/// Frequent heartbeats, but a client that reads late is not dropped for it.
+const FREQUENT_PINGS: [&str; 2] = ["--ws-ping-interval=150", "--ws-ping-timeout=10000"];
 
 async fn app_with_people() -> TestApp {
     let app = TestApp::spawn().await;
@@ -365,7 +367,7 @@ async fn a_client_that_stops_answering_pings_is_dropped_and_deregistered() {
 
 #[actix_rt::test]
 async fn a_crashed_registry_shard_is_restarted_and_refilled() {
-    let app = TestApp::spawn_on(TestDb::migrated(), &FAST_PINGS).await;
+    let app = TestApp::spawn_on(TestDb::migrated(), &FREQUENT_PINGS).await;
     app.seed(1, 5, 3).await;
     let mut b = member(&app, 2).await;
     let mut a = member(&app, 1).await;
