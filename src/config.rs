@@ -64,6 +64,14 @@ pub struct Config {
     /// Session registry shards; defaults to twice the cores.
     #[arg(long, env = "REGISTRY_SHARDS")]
     pub registry_shards: Option<usize>,
+    /// Message writer: batches in the database at once. One measured best
+    /// here: more transactions queue on the ordering lock and cost
+    /// PostgreSQL more than the overlap saves (docs/benchmarks.md).
+    #[arg(long, env = "WRITER_IN_FLIGHT", default_value_t = 1)]
+    pub writer_in_flight: usize,
+    /// Message writer: microseconds a message waits for others to batch with.
+    #[arg(long, env = "WRITER_LINGER_US", default_value_t = 500)]
+    pub writer_linger_us: u64,
     /// Apply pending migrations before serving.
     #[arg(long, env = "MIGRATE_ON_START", default_value_t = false, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,

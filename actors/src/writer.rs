@@ -45,7 +45,7 @@ impl Default for WriterSettings {
             max_batch: 512,
             max_pending: 4096,
             linger: Duration::from_micros(500),
-            max_in_flight: 4,
+            max_in_flight: 1,
         }
     }
 }

@@ -362,7 +362,11 @@ impl Realtime {
         let registry = RegistryHandle::start(shards, limits.max_sockets_per_user, &arbiters);
         let writer = WriterHandle::start(
             state.db.clone(),
-            aurum_actors::writer::WriterSettings::default(),
+            aurum_actors::writer::WriterSettings {
+                max_in_flight: state.config.writer_in_flight.max(1),
+                linger: Duration::from_micros(state.config.writer_linger_us),
+                ..Default::default()
+            },
             arbiters.first(),
         );
         let app = ChatApp::new(
