@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 import json
 import os
-import platform
 import random
 import re
 import statistics
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+import bench_common  # the shared helpers beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
@@ -145,15 +146,7 @@ def scroll_sql(key, today, offset=None):
 
 
 def machine():
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    pg = sql_rows("SHOW server_version")[0]
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, PostgreSQL {pg}"
+    return bench_common.machine(sql_rows("SHOW server_version")[0])
 
 
 def main():
@@ -228,14 +221,7 @@ def write_report(rows, seed_secs):
         lines.append(f"Seeding {PROFILES:,} profiles took {seed_secs:.1f} s (`aurum seed`, release).")
     lines.append(END)
     block = "\n".join(lines)
-    path = os.path.join(ROOT, "docs", "benchmarks.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\nFigures written by the `make bench-*` targets.\n"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(text)
+    bench_common.write_block(ROOT, BEGIN, END, block)
     print(block)
 
 

@@ -21,12 +21,13 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
 import time
 import urllib.request
+
+import bench_common  # the shared helpers beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
@@ -245,15 +246,7 @@ def chat_steps():
 
 
 def machine():
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    pg = sql("SHOW server_version")[0]
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, PostgreSQL {pg}"
+    return bench_common.machine(sql("SHOW server_version")[0])
 
 
 def ms(value):
@@ -337,14 +330,7 @@ def write_report(idle, chat, stored):
         END,
     ]
     block = "\n".join(lines)
-    path = os.path.join(ROOT, "docs", "benchmarks.md")
-    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\nFigures written by the `make bench-*` targets.\n"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(text)
+    bench_common.write_block(ROOT, BEGIN, END, block)
     print(block)
 
 

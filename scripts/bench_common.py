@@ -1,0 +1,34 @@
+"""What every benchmark script reports the same way."""
+
+import os
+import platform
+
+
+def machine(pg_version):
+    """One line naming the machine a figure was measured on."""
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, "
+            f"PostgreSQL {pg_version}")
+
+
+def write_block(root, begin, end, block):
+    """Puts `block` (which starts with `begin` and ends with `end`) into
+    docs/benchmarks.md, replacing that benchmark's previous figures and
+    leaving every other benchmark's untouched."""
+    import re
+
+    path = os.path.join(root, "docs", "benchmarks.md")
+    text = (open(path).read() if os.path.exists(path)
+            else "# Benchmarks\n\nFigures written by the `make bench-*` targets.\n")
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
