@@ -29,3 +29,18 @@ pub(crate) fn parse_number<T: std::str::FromStr>(
         })
         .transpose()
 }
+
+/// A page's `limit` query parameter: 1..=100, 20 when absent. The same rule
+/// for every paginated endpoint.
+pub(crate) fn parse_limit(raw: Option<&str>) -> Result<i64, ApiError> {
+    const DEFAULT_LIMIT: i64 = 20;
+    const MAX_LIMIT: i64 = 100;
+    let limit = parse_number::<i64>("limit", raw)?.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("`limit` must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    Ok(limit)
+}

@@ -7,10 +7,10 @@ use aurum_schema::ids::UserId;
 use aurum_schema::models::history::{self, ActivityKey, ConversationSummary};
 use serde::{Deserialize, Serialize};
 
-use super::parse_limit;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::handlers::non_blank;
+use crate::handlers::parse_limit;
 use crate::state::AppState;
 
 const CURSOR_KIND: &str = "conversations.list";

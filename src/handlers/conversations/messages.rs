@@ -6,9 +6,9 @@ use actix_web::web;
 use aurum_schema::models::history::{self, HistoryMessage, MessageWindow};
 use serde::{Deserialize, Serialize};
 
-use super::parse_limit;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
+use crate::handlers::parse_limit;
 use crate::handlers::parse_number;
 use crate::state::AppState;
 

@@ -9,12 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::handlers::{non_blank, parse_number};
+use crate::handlers::{non_blank, parse_limit, parse_number};
 use crate::state::AppState;
 
 const CURSOR_KIND: &str = "profiles.scroll";
-const DEFAULT_LIMIT: i64 = 20;
-const MAX_LIMIT: i64 = 100;
 const MIN_AGE: u16 = 18;
 const MAX_AGE: u16 = 120;
 
@@ -52,13 +50,7 @@ pub async fn scroll_profiles(
     user: AuthUser,
     query: web::Query<ScrollQuery>,
 ) -> Result<web::Json<ScrollPage>, ApiError> {
-    let limit = parse_number::<i64>("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("`limit` must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
+    let limit = parse_limit(query.limit.as_deref())?;
     let asked = parse_filter(&query)?;
     let (filter, today, after) = match non_blank(query.cursor.as_deref()) {
         Some(cursor) => {
