@@ -9,7 +9,6 @@ use aurum_schema::models::messages::{Outgoing, Stored};
 use serde_json::{Value, json};
 
 use super::{ChatError, ChatLimits, Router, answer, id_field};
-use aurum_schema::json_time;
 
 pub(super) async fn handle(
     writer: WriterHandle,
@@ -93,21 +92,17 @@ async fn send(
             ));
         }
     };
-    let sent_at = serde_json::to_value(Timestamp(message.created_at)).unwrap_or(Value::Null);
-    let ack = json!({ "ok": true, "id": message.id, "conversation_id": message.conversation_id, "sent_at": sent_at });
+    // One serialisation: the ack's `sent_at` is the event's, to the letter.
+    let event = serde_json::to_value(&message).unwrap_or(Value::Null);
+    let ack = json!({
+        "ok": true,
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "sent_at": event["sent_at"],
+    });
     if fresh {
-        let event = serde_json::to_value(&message).unwrap_or(Value::Null);
         router.emit_to_user(message.recipient_id, "new_message", event.clone(), None);
         router.emit_to_user(user, "new_message", event, Some(session.id()));
     }
     Ok(ack)
-}
-
-/// `sent_at` in the ack has the same text as in `new_message`.
-struct Timestamp(chrono::DateTime<chrono::Utc>);
-
-impl serde::Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        json_time::timestamp(&self.0, serializer)
-    }
 }

@@ -294,23 +294,16 @@ impl SocketApp for ChatApp {
 /// Sends every message after `since`, page by page, in id order.
 async fn replay(db: &DbPool, session: &SessionHandle, user: i64, mut since: i64) {
     loop {
-        let page = match db.get().await {
-            Ok(mut conn) => {
-                messages::since(&mut conn, aurum_schema::ids::UserId(user), since, REPLAY_PAGE).await
-            }
-            Err(error) => {
-                tracing::warn!(%error, user, "replay: no database connection");
-                let _ = session.emit(CHAT_NAMESPACE, "error", vec![json!({
-                    "code": "replay_failed", "message": "missed messages could not be loaded; reconnect with the same since" })]);
-                return;
-            }
-        };
-        let page = match page {
+        let page = match replay_page(db, user, since).await {
             Ok(page) => page,
-            Err(error) => {
-                tracing::error!(%error, user, "replay query failed");
-                let _ = session.emit(CHAT_NAMESPACE, "error", vec![json!({
-                    "code": "replay_failed", "message": "missed messages could not be loaded; reconnect with the same since" })]);
+            Err(()) => {
+                let _ = session.emit(
+                    CHAT_NAMESPACE,
+                    "error",
+                    vec![json!({
+                    "code": "replay_failed",
+                    "message": "missed messages could not be loaded; reconnect with the same since" })],
+                );
                 return;
             }
         };
@@ -329,6 +322,16 @@ async fn replay(db: &DbPool, session: &SessionHandle, user: i64, mut since: i64)
             return;
         }
     }
+}
+
+/// One page of the replay; failures are logged here and reported by the caller.
+async fn replay_page(db: &DbPool, user: i64, since: i64) -> Result<Vec<messages::ChatMessage>, ()> {
+    let mut conn = db.get().await.map_err(|error| {
+        tracing::warn!(%error, user, "replay: no database connection");
+    })?;
+    messages::since(&mut conn, aurum_schema::ids::UserId(user), since, REPLAY_PAGE)
+        .await
+        .map_err(|error| tracing::error!(%error, user, "replay query failed"))
 }
 
 /// A positive id from a JSON number (or a numeric string, as some clients send).
