@@ -29,7 +29,11 @@ AURUM = os.path.join(TARGET, "release", "aurum")
 PG = os.environ.get("AURUM_BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 DB_URL = f"{PG}/aurum_bench"
 PROFILES = int(os.environ.get("BENCH_PROFILES", "1000000"))
-DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
+DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
+# HTTP and pgbench alternate this many times per case and each figure is
+# the median of its rounds, so a burst of noise on this shared machine
+# moves one round, not the comparison.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = 32
 DEPTHS = [1, 100, 500, 5000]
 LIMIT = 20
@@ -114,6 +118,19 @@ def wrk(path, token):
     return {"rps": rps, "p50": pct("50"), "p99": pct("99")}
 
 
+def side_by_side(path, token, statement):
+    """(HTTP, pgbench) on the same query, alternating, medians of ROUNDS."""
+    http, sql_side = [], []
+    for _ in range(ROUNDS):
+        http.append(wrk(path, token))
+        sql_side.append(pgbench(statement))
+    return median_of(http), median_of(sql_side)
+
+
+def median_of(results):
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
+
+
 def pgbench(statement):
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "q.sql")
@@ -149,48 +166,89 @@ def machine():
     return bench_common.machine(sql_rows("SHOW server_version")[0])
 
 
-def main():
-    seed_secs = prepare_database()
-    env = dict(os.environ, DATABASE_URL=DB_URL, JWT_SECRET=SECRET, BIND=f"127.0.0.1:{PORT}",
-               RUST_LOG="warn", MAX_CONNECTIONS="32")
-    server = subprocess.Popen([AURUM, "serve"], env=env)
-    try:
+# The server settings of the main table: a pool sized to the cores the
+# database has (PostgreSQL's own advice, about twice the cores; more
+# backends only queue for the same CPU) and more HTTP workers than cores,
+# because here every worker thread competes with PostgreSQL's backends and
+# wrk for the same 2 cores, and the scheduler shares CPU per thread: with
+# one worker per core, a descheduled worker stalls all its requests. The
+# settings table below shows the defaults and these side by side.
+SETTINGS = {"HTTP_WORKERS": "4", "MAX_CONNECTIONS": "16"}
+SETTINGS_COMPARED = [
+    {},
+    {"MAX_CONNECTIONS": "16"},
+    SETTINGS,
+]
+
+
+class Server:
+    """The release binary serving on PORT with `settings` over the defaults."""
+
+    def __init__(self, settings):
+        self.env = dict(os.environ, DATABASE_URL=DB_URL, JWT_SECRET=SECRET, BIND=f"127.0.0.1:{PORT}",
+                        RUST_LOG="warn", **settings)
+        for key in ("HTTP_WORKERS", "MAX_CONNECTIONS"):
+            if key not in settings:
+                self.env.pop(key, None)
+
+    def __enter__(self):
+        self.process = subprocess.Popen([AURUM, "serve"], env=self.env)
         for _ in range(100):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health/live")
                 break
             except OSError:
                 time.sleep(0.1)
-        token = run([AURUM, "token", "--user", str(VIEWER), "--ttl", "7200"], env=env).strip()
-        today = dt.datetime.now(dt.timezone.utc).date()
-        rows = []
+        return self
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+    def token(self):
+        return run([AURUM, "token", "--user", str(VIEWER), "--ttl", "7200"], env=self.env).strip()
+
+
+def describe(settings):
+    if not settings:
+        return "defaults (workers = cores, `MAX_CONNECTIONS` 50)"
+    return ", ".join(f"`{k}={v}`" for k, v in settings.items())
+
+
+def main():
+    seed_secs = prepare_database()
+    today = dt.datetime.now(dt.timezone.utc).date()
+    rows = []
+    with Server(SETTINGS) as server:
+        token = server.token()
+        first_page = f"/api/v1/matching/profiles/scroll?limit={LIMIT}&{FILTER}"
         for depth in DEPTHS:
             log(f"page {depth}: walking to it")
             cursor = cursor_at(depth, token)
-            path = (f"/api/v1/matching/profiles/scroll?limit={LIMIT}&{FILTER}" if cursor is None
-                    else f"/api/v1/matching/profiles/scroll?limit={LIMIT}&cursor={cursor}")
+            path = first_page if cursor is None else f"/api/v1/matching/profiles/scroll?limit={LIMIT}&cursor={cursor}"
             key = None if cursor is None else decode_cursor(cursor)["after"]
-            log(f"page {depth}: HTTP keyset")
-            http = wrk(path, token)
-            log(f"page {depth}: pgbench keyset, pgbench OFFSET")
-            keyset = pgbench(scroll_sql(key, today))
+            log(f"page {depth}: HTTP and pgbench keyset, {ROUNDS} rounds; pgbench OFFSET")
+            http, keyset = side_by_side(path, token, scroll_sql(key, today))
             offset = pgbench(scroll_sql(None, today, offset=(depth - 1) * LIMIT))
             rows.append((f"scroll page {depth:,}", http, keyset, offset))
         ids = [int(x) for x in sql_rows(
             "SELECT id FROM profiles WHERE verification_status = 'approved' ORDER BY random() LIMIT 50")]
         log("batch-50")
-        http = wrk(f"/api/v1/matching/profiles/batch?profile_ids={','.join(map(str, ids))}", token)
         id_list = ",".join(map(str, ids))
         batch_sql = (f'SELECT {COLUMNS} FROM "profiles" WHERE (("profiles"."id" = ANY(\'{{{id_list}}}\'::int8[])) '
                      f'AND "profiles"."verification_status" = \'approved\')')
-        rows.append(("batch 50 ids", http, pgbench(batch_sql), None))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    write_report(rows, seed_secs)
+        http, sql_side = side_by_side(f"/api/v1/matching/profiles/batch?profile_ids={id_list}", token, batch_sql)
+        rows.append(("batch 50 ids", http, sql_side, None))
+    compared = []
+    for settings in SETTINGS_COMPARED:
+        log(f"page 1 with {describe(settings)}")
+        with Server(settings) as server:
+            token = server.token()
+            compared.append((settings, median_of([wrk(first_page, token) for _ in range(ROUNDS)])))
+    write_report(rows, compared, seed_secs)
 
 
-def write_report(rows, seed_secs):
+def write_report(rows, compared, seed_secs):
     first = rows[0][1]["p50"]
     lines = [
         BEGIN,
@@ -198,7 +256,9 @@ def write_report(rows, seed_secs):
         "",
         f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}.",
         f"Command: `make bench-profiles` ({PROFILES:,} profiles, release build, wrk and pgbench "
-        f"`-M prepared` at {CONNECTIONS} connections, {DURATION} s each, limit {LIMIT}, filter `{FILTER}`). "
+        f"`-M prepared` at {CONNECTIONS} connections, {DURATION} s each, "
+        f"HTTP and pgbench alternating {ROUNDS} times per case with the median of each reported, limit {LIMIT}, filter `{FILTER}`; "
+        f"server with {describe(SETTINGS)}). "
         "Server, PostgreSQL and the load generator share the 2 cores, so absolute figures are noisy; "
         "the ratios within one run are what to compare.",
         "",
@@ -217,6 +277,17 @@ def write_report(rows, seed_secs):
         f"OFFSET at page {DEPTHS[-1]:,} vs keyset at the same page (pgbench tps): "
         f"{deep[-1][3]['rps'] / deep[-1][2]['rps']:.3f}x.",
     ]
+    page1 = rows[0][2]["rps"]
+    lines += [
+        "",
+        f"Page 1 under other server settings, same run (pgbench on the same SQL: {page1:,.0f} tps):",
+        "",
+        "| server settings | HTTP req/s | HTTP p50 ms | HTTP p99 ms | HTTP / pgbench |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for settings, http in compared:
+        lines.append(f"| {describe(settings)} | {http['rps']:,.0f} | {http['p50']:.2f} | {http['p99']:.2f} | "
+                     f"{http['rps'] / page1:.0%} |")
     if seed_secs is not None:
         lines.append(f"Seeding {PROFILES:,} profiles took {seed_secs:.1f} s (`aurum seed`, release).")
     lines.append(END)

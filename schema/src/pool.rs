@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use diesel_async::AsyncPgConnection;
+use diesel::{ConnectionError, ConnectionResult};
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection, RunError};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
 pub type DbPool = Pool<AsyncPgConnection>;
 pub type DbConn<'a> = PooledConnection<'a, AsyncPgConnection>;
@@ -31,6 +32,26 @@ impl Default for PoolSettings {
     }
 }
 
+/// Every statement the service runs is prepared once per connection, and
+/// each one's plan shape is fixed by its SQL text: which filters a scroll
+/// has picks its partial index, whatever the values. Under the default
+/// `plan_cache_mode = auto` PostgreSQL still re-plans the scroll with the
+/// parameters on every execution, because its generic estimate for the age
+/// range loses to the custom plans' average; that planning doubled
+/// PostgreSQL's CPU per request (docs/benchmarks.md). The plan tests
+/// (`tests/it/explain.rs`, `tests/it/conversations.rs`) EXPLAIN the cached
+/// statements of the profile and history endpoints under
+/// `force_generic_plan` and fail if one loses its index, which is what makes
+/// forcing it here safe; `store_messages` pins its own plans (migration
+/// 000005).
+async fn establish_with_generic_plans(url: &str) -> ConnectionResult<AsyncPgConnection> {
+    let mut conn = AsyncPgConnection::establish(url).await?;
+    conn.batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
 /// Builds the pool without connecting: the first checkout connects, so the
 /// service starts (and reports itself not ready) while the database is down.
 pub fn build(database_url: &str, settings: &PoolSettings) -> DbPool {
@@ -39,6 +60,7 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> DbPool {
     // the throughput of one-query endpoints; a dead connection instead fails
     // its query, which the HTTP layer answers with 503, and bb8 drops it.
     manager_config.recycling_method = RecyclingMethod::Fast;
+    manager_config.custom_setup = Box::new(|url| Box::pin(establish_with_generic_plans(url)));
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, manager_config);
     Pool::builder()

@@ -70,3 +70,25 @@ async fn unreachable_database_answers_503_and_not_ready() {
     let (status, _) = app.get("/health/live", None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[actix_rt::test]
+async fn pooled_connections_use_generic_plans() {
+    use diesel::QueryableByName;
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        plan_cache_mode: String,
+    }
+    let db = TestDb::migrated();
+    let pool = aurum_schema::pool::build(&db.url, &aurum_schema::pool::PoolSettings::default());
+    let mut conn = pool.get().await.unwrap();
+    let setting: Setting = diesel::sql_query("SHOW plan_cache_mode")
+        .get_result(&mut *conn)
+        .await
+        .unwrap();
+    // tests/it/explain.rs checks the plans this mode gives.
+    assert_eq!(setting.plan_cache_mode, "force_generic_plan");
+}
