@@ -84,6 +84,62 @@ async fn a_batch_stores_dedupes_and_refuses_per_message() {
 }
 
 #[actix_rt::test]
+async fn a_full_batch_keeps_input_order_and_stores_the_first_valid_copy() {
+    let app = TestApp::spawn().await;
+    app.seed(1, 20, 1).await;
+    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    // A refused first copy does not take the client id: the next valid one
+    // with the same id is stored, and a later copy answers with it.
+    let batch = [
+        out(1, 999, "lost", Some("k")),
+        out(1, 2, "kept", Some("k")),
+        out(1, 3, "repeat", Some("k")),
+    ];
+    let outcomes = messages::store_batch(&mut conn, &batch).await.unwrap();
+    assert_eq!(outcomes[0], Stored::UnknownRecipient);
+    let kept = match &outcomes[1] {
+        Stored::New(m) => m.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((kept.recipient_id, kept.body.as_str()), (2, "kept"));
+    assert_eq!(outcomes[2], Stored::Duplicate(kept));
+
+    // The writer's largest batch: ids and times follow input order.
+    let batch: Vec<Outgoing> = (0..512)
+        .map(|i| {
+            let client_id = format!("b{i}");
+            out(1 + i % 20, 1 + (i + 1) % 20, &format!("m{i}"), Some(&client_id))
+        })
+        .collect();
+    let outcomes = messages::store_batch(&mut conn, &batch).await.unwrap();
+    let rows: Vec<&messages::ChatMessage> = outcomes
+        .iter()
+        .map(|o| match o {
+            Stored::New(m) => m,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    for (i, pair) in rows.windows(2).enumerate() {
+        assert!(pair[0].id < pair[1].id, "ids out of input order at {i}");
+        assert!(pair[0].created_at <= pair[1].created_at);
+    }
+    for (message, row) in batch.iter().zip(&rows) {
+        assert_eq!(
+            (row.sender_id, row.recipient_id, row.body.as_str()),
+            (message.sender.0, message.recipient.0, message.body.as_str())
+        );
+    }
+    // No conversation was made for the unknown recipient.
+    let client = app.db.client().await;
+    let orphans: i64 = client
+        .query_one("SELECT count(*) FROM conversations WHERE user_b = 999", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orphans, 0);
+}
+
+#[actix_rt::test]
 async fn since_replays_in_id_order_and_marks_read() {
     let app = TestApp::spawn().await;
     app.seed(1, 5, 1).await;

@@ -1,0 +1,1 @@
+DROP FUNCTION store_messages(BIGINT[], BIGINT[], TEXT[], TEXT[]);
