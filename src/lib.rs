@@ -62,7 +62,7 @@ pub async fn run(
 
     sockets.set_nonblocking(true)?;
     let sockets = tokio::net::TcpListener::from_std(sockets)?;
-    let socket_config = realtime::Realtime::socket_config(&state.config);
+    let socket_config = realtime.socket_config(&state.config);
     let app: std::sync::Arc<dyn aurum_actors::session::SocketApp> = realtime.app.clone();
     let socket_server = actix_rt::spawn(aurum_actors::serve(
         sockets,

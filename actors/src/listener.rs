@@ -45,8 +45,9 @@ const REFUSAL_DRAIN: Duration = Duration::from_millis(500);
 /// Accepts sockets on `listener` until `shutdown` resolves, then closes every
 /// session and returns once they are gone (or `config.shutdown_grace` has passed).
 ///
-/// Starts its own arbiters, one per core unless `config.workers` says
-/// otherwise, so it must run inside an actix `System`.
+/// Runs sessions on `config.arbiters`, or else starts its own arbiters, one
+/// per core unless `config.workers` says otherwise; either way it must run
+/// inside an actix `System`.
 pub async fn serve(
     listener: TcpListener,
     config: SocketConfig,
@@ -54,8 +55,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let config = Arc::new(config);
-    let workers: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
-    let arbiters: Vec<ArbiterHandle> = workers.iter().map(Arbiter::handle).collect();
+    let owned: Vec<Arbiter> = if config.arbiters.is_empty() {
+        (0..config.worker_count()).map(|_| Arbiter::new()).collect()
+    } else {
+        Vec::new()
+    };
+    let arbiters: Vec<ArbiterHandle> = if owned.is_empty() {
+        config.arbiters.clone()
+    } else {
+        owned.iter().map(Arbiter::handle).collect()
+    };
     let tracker = Arc::new(Tracker::default());
     let (stop_sessions, stop_signal) = watch::channel(false);
 
@@ -115,7 +124,7 @@ pub async fn serve(
             "sessions still open after the shutdown grace"
         );
     }
-    for worker in workers {
+    for worker in owned {
         worker.stop();
     }
 }

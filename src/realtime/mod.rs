@@ -67,7 +67,16 @@ impl Router {
 
     /// Sends `name(payload)` to every socket of `user`, but `except`.
     pub fn emit_to_user(&self, user: i64, name: &str, payload: Value, except: Option<SessionId>) {
-        let packet = EncodedPacket::event(CHAT_NAMESPACE, name, vec![payload]);
+        self.deliver(
+            user,
+            EncodedPacket::event(CHAT_NAMESPACE, name, vec![payload]),
+            except,
+        );
+    }
+
+    /// Sends an encoded packet to every socket of `user`, but `except`; one
+    /// packet encoded once can go to several users.
+    pub fn deliver(&self, user: i64, packet: EncodedPacket, except: Option<SessionId>) {
         self.registry.deliver(user, packet, except);
     }
 }
@@ -351,8 +360,8 @@ pub(crate) fn id_field(payload: &Value, name: &str) -> Result<i64, ChatError> {
 pub struct Realtime {
     pub app: std::sync::Arc<ChatApp>,
     pub registry: RegistryHandle,
-    /// Keeps the arbiters the long-lived actors run on.
-    _arbiters: Vec<actix::Arbiter>,
+    /// The arbiters the long-lived actors and the sessions run on.
+    arbiters: Vec<actix::Arbiter>,
 }
 
 impl Realtime {
@@ -382,16 +391,21 @@ impl Realtime {
         Self {
             app: std::sync::Arc::new(app),
             registry,
-            _arbiters: arbiters,
+            arbiters,
         }
     }
 
-    /// The socket settings from the service configuration.
-    pub fn socket_config(config: &crate::config::Config) -> aurum_actors::session::SocketConfig {
+    /// The socket settings from the service configuration. Sessions run on
+    /// the same arbiters as the registry shards and the writer: most of a
+    /// chat message's hops between actors then stay on one thread, where
+    /// separate threads cost a wake-up and a context switch each (measured
+    /// in docs/benchmarks.md).
+    pub fn socket_config(&self, config: &crate::config::Config) -> aurum_actors::session::SocketConfig {
         aurum_actors::session::SocketConfig {
             ping_interval: Duration::from_millis(config.ws_ping_interval),
             ping_timeout: Duration::from_millis(config.ws_ping_timeout),
             max_payload: config.ws_max_payload,
+            arbiters: self.arbiters.iter().map(actix::Arbiter::handle).collect(),
             ..Default::default()
         }
     }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use actix::ArbiterHandle;
+
 /// Protocol timings, limits and buffer sizes for sockets.
 ///
 /// Read from the environment by the `aurum` binary (`WS_PING_INTERVAL`, …);
@@ -35,7 +37,12 @@ pub struct SocketConfig {
     /// socket holds one (DESIGN.md: the target is 5 KiB per idle socket).
     pub read_buffer_size: usize,
     /// Arbiters (threads) sockets are spread over; 0 means one per core.
+    /// Ignored when `arbiters` is given.
     pub workers: usize,
+    /// Arbiters to run sessions on, owned (and stopped) by the caller, so
+    /// sessions can share threads with the actors they talk to most; when
+    /// empty, the listener starts `workers` of its own.
+    pub arbiters: Vec<ArbiterHandle>,
     /// Time given to sessions to say goodbye at shutdown before their
     /// arbiters are stopped anyway.
     pub shutdown_grace: Duration,
@@ -57,6 +64,7 @@ impl Default for SocketConfig {
             max_attachments: crate::codec::binary::DEFAULT_MAX_ATTACHMENTS,
             read_buffer_size: 1024,
             workers: 0,
+            arbiters: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
         }
     }
