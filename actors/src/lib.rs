@@ -4,6 +4,7 @@ pub mod listener;
 pub mod registry;
 pub mod session;
 pub mod writer;
+mod ws;
 
 pub use listener::serve;
 pub use session::{

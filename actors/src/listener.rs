@@ -4,7 +4,8 @@
 //! HTTP/1 dispatcher keeps an 8 KiB read and an 8 KiB write buffer for the
 //! socket's life), against under 4 KiB for tokio-tungstenite with a small read
 //! buffer and no write buffer. So this module reads the upgrade request
-//! itself into a buffer that is freed once the socket is upgraded, answers
+//! itself into a buffer that is freed once the socket is upgraded (after
+//! which `crate::ws` frames the socket with no buffer while idle), answers
 //! anything that is not a Socket.IO WebSocket upgrade with a JSON error, and
 //! starts each socket's [`Session`] on one of a fixed set of arbiters, round
 //! robin, where its I/O is then polled.
@@ -21,11 +22,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::session::{Session, SocketApp, SocketConfig};
+use crate::ws::{WsReader, WsWriter};
 
 /// The path Socket.IO clients connect to.
 const SOCKET_IO_PATH: &str = "/socket.io/";
@@ -195,8 +195,8 @@ impl Connection {
         }
         let upgraded =
             tokio::time::timeout(self.config.handshake_timeout, upgrade(stream, &self.config)).await;
-        let ws = match upgraded {
-            Ok(Ok(Some(ws))) => ws,
+        let (reader, writer) = match upgraded {
+            Ok(Ok(Some(halves))) => halves,
             Ok(Ok(None)) => return,
             Ok(Err(error)) => {
                 tracing::debug!(%error, %peer, "WebSocket handshake failed");
@@ -207,7 +207,7 @@ impl Connection {
                 return;
             }
         };
-        let id = Session::launch(ws, self.config, self.app, self.shutdown, self.live);
+        let id = Session::launch(reader, writer, self.config, self.app, self.shutdown, self.live);
         tracing::debug!(session = %id, %peer, "socket upgraded");
     }
 }
@@ -257,12 +257,9 @@ enum Head {
     Refused(Refusal),
 }
 
-/// Reads the upgrade request and answers it: `Some` socket when upgraded,
-/// `None` when refused (the client got its JSON error) or gone.
-async fn upgrade(
-    mut stream: TcpStream,
-    config: &SocketConfig,
-) -> io::Result<Option<WebSocketStream<TcpStream>>> {
+/// Reads the upgrade request and answers it: `Some` socket halves when
+/// upgraded, `None` when refused (the client got its JSON error) or gone.
+async fn upgrade(mut stream: TcpStream, config: &SocketConfig) -> io::Result<Option<(WsReader, WsWriter)>> {
     // Dropped as soon as the socket is upgraded: idle sockets keep no HTTP buffer.
     let mut buffer = Vec::with_capacity(1024);
     let (head_len, accept) = loop {
@@ -294,27 +291,12 @@ async fn upgrade(
     );
     stream.write_all(response.as_bytes()).await?;
 
-    let ws_config = websocket_config(config);
+    // Frames the client sent right behind its request, if any.
     let early = buffer.split_off(head_len);
     drop(buffer);
-    let ws = if early.is_empty() {
-        WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config)).await
-    } else {
-        // Frames the client sent right behind its request.
-        WebSocketStream::from_partially_read(stream, early, Role::Server, Some(ws_config)).await
-    };
-    Ok(Some(ws))
-}
-
-/// Small buffers, because every idle socket holds them; frames capped at maxPayload.
-fn websocket_config(config: &SocketConfig) -> WebSocketConfig {
-    let mut ws = WebSocketConfig::default();
-    ws.read_buffer_size = config.read_buffer_size;
-    // Frames go straight to the socket; the session's queue is the only buffer.
-    ws.write_buffer_size = 0;
-    ws.max_message_size = Some(config.max_payload);
-    ws.max_frame_size = Some(config.max_payload);
-    ws
+    let (read, write) = stream.into_split();
+    let reader = WsReader::new(read, early, config.read_buffer_size, config.max_payload);
+    Ok(Some((reader, WsWriter::new(write))))
 }
 
 /// Sends the JSON error, then lets the client finish sending before closing.

@@ -33,8 +33,9 @@ pub struct SocketConfig {
     pub max_pending_events: usize,
     /// Binary attachments allowed in one packet.
     pub max_attachments: usize,
-    /// Capacity of the WebSocket read buffer. Small, because every idle
-    /// socket holds one (DESIGN.md: the target is 5 KiB per idle socket).
+    /// Bytes read from a socket at a time. The buffer exists only while
+    /// bytes wait to be parsed; a message larger than it is read into an
+    /// allocation of its own (DESIGN.md: the target is 5 KiB per idle socket).
     pub read_buffer_size: usize,
     /// Arbiters (threads) sockets are spread over; 0 means one per core.
     /// Ignored when `arbiters` is given.

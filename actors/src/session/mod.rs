@@ -22,16 +22,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 pub use self::app::{
     AckReply, AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, EncodedPacket, Event,
@@ -42,8 +37,7 @@ use crate::codec::engine::{self, EnginePacket, Frame, OpenPayload};
 use crate::codec::socket::{self, PacketKind, SocketPacket};
 use crate::codec::{Assembly, BinaryAssembler};
 use crate::listener::LiveGuard;
-
-type WsSink = SplitSink<WebSocketStream<TcpStream>, Message>;
+use crate::ws::{Incoming, ReadError, WsReader, WsWriter};
 
 /// How long a closing session may spend flushing its last frames to a
 /// client that does not read them.
@@ -82,7 +76,7 @@ pub(crate) struct Session {
     config: Arc<SocketConfig>,
     app: Arc<dyn SocketApp>,
     /// `None` while a write is in flight (the write owns it) and after a failed write.
-    sink: Option<WsSink>,
+    sink: Option<WsWriter>,
     /// Frames not yet handed to the socket. Empty, and so unallocated, while idle.
     queue: VecDeque<Message>,
     /// Frames the write in flight still holds.
@@ -102,22 +96,22 @@ pub(crate) struct Session {
 impl Session {
     /// Starts the actor for an upgraded socket, on the current arbiter.
     pub(crate) fn launch(
-        ws: WebSocketStream<TcpStream>,
+        reader: WsReader,
+        writer: WsWriter,
         config: Arc<SocketConfig>,
         app: Arc<dyn SocketApp>,
         shutdown: watch::Receiver<bool>,
         live: LiveGuard,
     ) -> SessionId {
         let id = SessionId::next();
-        let (sink, stream) = ws.split();
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(config.mailbox_capacity);
-            ctx.add_stream(stream);
+            ctx.add_stream(reader.into_stream());
             Session {
                 id,
                 config,
                 app,
-                sink: Some(sink),
+                sink: Some(writer),
                 queue: VecDeque::new(),
                 in_flight: 0,
                 namespaces: Vec::new(),
@@ -142,20 +136,43 @@ impl Session {
     /// Starts closing the session: says goodbye where the client can still
     /// hear it, then stops the actor, whose `stopped` tells the application.
     fn close(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        self.close_with(reason, None, ctx);
+    }
+
+    /// As `close`, with `reply` as the last frame instead of the one the
+    /// reason implies (a client's close frame is answered with its own).
+    fn close_with(&mut self, reason: DisconnectReason, reply: Option<Message>, ctx: &mut Context<Self>) {
         if self.exit.is_some() {
             return;
         }
         self.exit = Some(reason);
         self.assembling = None;
         tracing::debug!(session = %self.id, %reason, "closing session");
+        let farewell = reply.or_else(|| self.farewell(reason));
+        let Some(farewell) = farewell else {
+            ctx.stop();
+            return;
+        };
+        // Past the queue bound on purpose: these are the last frames.
+        self.queue.push_back(farewell);
+        if self.sink.is_none() && self.in_flight == 0 {
+            // A write failed earlier; nobody will flush.
+            ctx.stop();
+            return;
+        }
+        self.flush(ctx);
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+    }
 
+    /// What the client is told on its way out (queued DISCONNECTs included).
+    fn farewell(&mut self, reason: DisconnectReason) -> Option<Message> {
         let close_frame = |code: CloseCode, reason: &'static str| {
             Message::Close(Some(CloseFrame {
                 code,
                 reason: reason.into(),
             }))
         };
-        let farewell = match reason {
+        match reason {
             // The client is gone, or does not read what it is sent: nothing to say.
             DisconnectReason::TransportClose
             | DisconnectReason::TransportError
@@ -183,20 +200,7 @@ impl Session {
             DisconnectReason::ConnectTimeout => Some(close_frame(CloseCode::Normal, "connect timeout")),
             DisconnectReason::ProtocolError => Some(close_frame(CloseCode::Protocol, "protocol error")),
             DisconnectReason::PayloadTooLarge => Some(close_frame(CloseCode::Size, "payload too large")),
-        };
-        let Some(farewell) = farewell else {
-            ctx.stop();
-            return;
-        };
-        // Past the queue bound on purpose: these are the last frames.
-        self.queue.push_back(farewell);
-        if self.sink.is_none() && self.in_flight == 0 {
-            // A write failed earlier; nobody will flush.
-            ctx.stop();
-            return;
         }
-        self.flush(ctx);
-        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
     }
 
     fn violation(&mut self, what: impl Display, ctx: &mut Context<Self>) {
@@ -247,11 +251,8 @@ impl Session {
         let batch = std::mem::take(&mut self.queue);
         self.in_flight = batch.len();
         let write = async move {
-            for message in batch {
-                sink.feed(message).await?;
-            }
-            sink.flush().await?;
-            Ok::<_, WsError>(sink)
+            sink.send(batch).await?;
+            Ok::<_, std::io::Error>(sink)
         };
         ctx.spawn(write.into_actor(self).map(|written, act, ctx| {
             act.in_flight = 0;
@@ -571,35 +572,35 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<Message, WsError>> for Session {
-    fn handle(&mut self, item: Result<Message, WsError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Incoming, ReadError>> for Session {
+    fn handle(&mut self, item: Result<Incoming, ReadError>, ctx: &mut Self::Context) {
         if self.exit.is_some() {
             return;
         }
         match item {
-            Ok(Message::Text(text)) => self.on_text(text.as_str(), ctx),
-            Ok(Message::Binary(bytes)) => self.on_binary(Vec::from(bytes), ctx),
-            Ok(Message::Close(_)) => self.close(DisconnectReason::TransportClose, ctx),
-            // WebSocket pings are answered by tungstenite; Engine.IO has its own heartbeat.
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-            Err(WsError::Capacity(error)) => {
-                tracing::warn!(session = %self.id, %error, "closing socket: frame over maxPayload");
+            Ok(Incoming::Text(text)) => self.on_text(&text, ctx),
+            Ok(Incoming::Binary(bytes)) => self.on_binary(bytes, ctx),
+            // WebSocket pings are answered in kind; Engine.IO has its own heartbeat.
+            Ok(Incoming::Ping(payload)) => {
+                self.queue_frames(std::iter::once(Message::Pong(payload.into())), ctx);
+            }
+            Ok(Incoming::Pong) => {}
+            Ok(Incoming::Close(frame)) => {
+                let code = frame.map_or(CloseCode::Normal, |frame| frame.code);
+                let reply = Message::Close(Some(CloseFrame {
+                    code,
+                    reason: "".into(),
+                }));
+                self.close_with(DisconnectReason::TransportClose, Some(reply), ctx);
+            }
+            Err(ReadError::TooLarge { size, max }) => {
+                tracing::warn!(session = %self.id, size, max, "closing socket: frame over maxPayload");
                 self.close(DisconnectReason::PayloadTooLarge, ctx);
             }
-            // A peer that vanishes (process killed, network gone) is a
-            // transport failure, not a protocol violation.
-            Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                tracing::debug!(session = %self.id, "socket reset without a closing handshake");
-                self.close(DisconnectReason::TransportClose, ctx);
-            }
-            Err(WsError::Protocol(error)) => self.violation(error, ctx),
-            Err(WsError::Utf8(error)) => {
-                self.violation(format_args!("text frame is not UTF-8: {error}"), ctx)
-            }
-            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                self.close(DisconnectReason::TransportClose, ctx);
-            }
-            Err(error) => {
+            Err(error @ (ReadError::Protocol(_) | ReadError::Utf8)) => self.violation(error, ctx),
+            Err(ReadError::Io(error)) => {
+                // A peer that vanishes (process killed, network gone) is a
+                // transport failure, not a protocol violation.
                 tracing::debug!(session = %self.id, %error, "socket read failed");
                 self.close(DisconnectReason::TransportError, ctx);
             }
