@@ -14,6 +14,7 @@
 //! one vocabulary for what it queues; they are encoded here, and a batch of
 //! them goes to the socket in one write.
 
+use std::collections::VecDeque;
 use std::io;
 
 use tokio::io::AsyncWriteExt as _;
@@ -28,6 +29,8 @@ const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
+/// Most bytes one read takes off a socket.
+const MAX_READ_CHUNK: usize = 4096;
 /// Control frames (close, ping, pong) carry at most this much.
 const MAX_CONTROL_PAYLOAD: u64 = 125;
 
@@ -230,10 +233,18 @@ impl WsReader {
     async fn fill(&mut self) -> Result<bool, ReadError> {
         loop {
             self.read.readable().await?;
-            self.pending.reserve(self.chunk);
-            match self.read.try_read_buf(&mut self.pending) {
+            // Read on the stack (no await holds it, so no socket's future
+            // carries it), then keep exactly what arrived: a chat frame is a
+            // small allocation from the allocator's fast path, where
+            // reserving `chunk` bytes each time took its slow one.
+            let mut chunk = [0_u8; MAX_READ_CHUNK];
+            let limit = self.chunk.min(MAX_READ_CHUNK);
+            match self.read.try_read(&mut chunk[..limit]) {
                 Ok(0) => return Ok(false),
-                Ok(_) => return Ok(true),
+                Ok(read) => {
+                    self.pending.extend_from_slice(&chunk[..read]);
+                    return Ok(true);
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 Err(error) => return Err(error.into()),
             }
@@ -313,10 +324,12 @@ impl WsWriter {
     }
 
     /// Writes `messages` as frames, all in one write.
-    pub(crate) async fn send(&mut self, messages: impl IntoIterator<Item = Message>) -> io::Result<()> {
-        let mut out = Vec::new();
-        for message in messages {
-            encode(&message, &mut out);
+    pub(crate) async fn send(&mut self, messages: VecDeque<Message>) -> io::Result<()> {
+        // Headers take at most 10 bytes, close codes 2: one allocation.
+        let size: usize = messages.iter().map(|m| m.len() + 12).sum();
+        let mut out = Vec::with_capacity(size);
+        for message in &messages {
+            encode(message, &mut out);
         }
         self.write.write_all(&out).await
     }
