@@ -90,24 +90,22 @@ struct StoredRow {
 
 impl StoredRow {
     fn into_stored(self) -> Option<Stored> {
-        let message = || -> Option<ChatMessage> {
-            Some(ChatMessage {
-                id: self.id?,
-                conversation_id: self.conversation_id?,
-                sender_id: self.sender_id?,
-                recipient_id: self.recipient_id?,
-                body: self.body.clone()?,
-                created_at: self.created_at?,
-                client_id: self.client_id.clone(),
-            })
+        let stored: fn(ChatMessage) -> Stored = match self.outcome.as_str() {
+            "new" => Stored::New,
+            "duplicate" => Stored::Duplicate,
+            "unknown_sender" => return Some(Stored::UnknownSender),
+            "unknown_recipient" => return Some(Stored::UnknownRecipient),
+            _ => return None,
         };
-        match self.outcome.as_str() {
-            "new" => message().map(Stored::New),
-            "duplicate" => message().map(Stored::Duplicate),
-            "unknown_sender" => Some(Stored::UnknownSender),
-            "unknown_recipient" => Some(Stored::UnknownRecipient),
-            _ => None,
-        }
+        Some(stored(ChatMessage {
+            id: self.id?,
+            conversation_id: self.conversation_id?,
+            sender_id: self.sender_id?,
+            recipient_id: self.recipient_id?,
+            body: self.body?,
+            created_at: self.created_at?,
+            client_id: self.client_id,
+        }))
     }
 }
 
