@@ -2,13 +2,13 @@
 //! committed, acknowledged, then delivered to the recipient's sockets and
 //! the sender's other sockets.
 
-use aurum_actors::session::{AckReply, EncodedPacket, SessionHandle};
+use aurum_actors::session::{AckReply, SessionHandle};
 use aurum_actors::writer::{WriteError, WriterHandle};
 use aurum_schema::ids::UserId;
 use aurum_schema::models::messages::{Outgoing, Stored};
 use serde_json::{Value, json};
 
-use super::{CHAT_NAMESPACE, ChatError, ChatLimits, Router, answer, id_field};
+use super::{ChatError, ChatLimits, Router, answer, id_field};
 
 pub(super) async fn handle(
     writer: WriterHandle,
@@ -101,9 +101,7 @@ async fn send(
         "sent_at": event["sent_at"],
     });
     if fresh {
-        let packet = EncodedPacket::event(CHAT_NAMESPACE, "new_message", vec![event]);
-        router.deliver(message.recipient_id, packet.clone(), None);
-        router.deliver(user, packet, Some(session.id()));
+        router.emit_to_pair("new_message", event, message.recipient_id, user, session.id());
     }
     Ok(ack)
 }

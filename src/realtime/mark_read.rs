@@ -1,13 +1,13 @@
 //! `mark_read { conversation_id, message_id }`: stored; the other member
 //! (and the reader's other sockets) get `message_read`.
 
-use aurum_actors::session::{AckReply, EncodedPacket, SessionHandle};
+use aurum_actors::session::{AckReply, SessionHandle};
 use aurum_schema::ids::UserId;
 use aurum_schema::models::messages;
 use aurum_schema::pool::DbPool;
 use serde_json::{Value, json};
 
-use super::{CHAT_NAMESPACE, ChatError, Router, answer, id_field};
+use super::{ChatError, Router, answer, id_field};
 
 pub(super) async fn handle(
     db: DbPool,
@@ -48,8 +48,6 @@ async fn mark(
         })?
         .ok_or_else(|| ChatError::new("not_found", "no such message in a conversation of yours"))?;
     let event = json!({ "conversation_id": conversation_id, "reader_id": user, "message_id": message_id });
-    let packet = EncodedPacket::event(CHAT_NAMESPACE, "message_read", vec![event]);
-    router.deliver(other.0, packet.clone(), None);
-    router.deliver(user, packet, Some(session.id()));
+    router.emit_to_pair("message_read", event, other.0, user, session.id());
     Ok(json!({ "ok": true }))
 }

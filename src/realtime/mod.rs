@@ -74,9 +74,15 @@ impl Router {
         );
     }
 
-    /// Sends an encoded packet to every socket of `user`, but `except`; one
-    /// packet encoded once can go to several users.
-    pub fn deliver(&self, user: i64, packet: EncodedPacket, except: Option<SessionId>) {
+    /// Sends `name(payload)` to every socket of `other` and to `user`'s
+    /// other sockets (all but `except`, the one that acted), encoded once.
+    pub fn emit_to_pair(&self, name: &str, payload: Value, other: i64, user: i64, except: SessionId) {
+        let packet = EncodedPacket::event(CHAT_NAMESPACE, name, vec![payload]);
+        self.deliver(other, packet.clone(), None);
+        self.deliver(user, packet, Some(except));
+    }
+
+    fn deliver(&self, user: i64, packet: EncodedPacket, except: Option<SessionId>) {
         self.registry.deliver(user, packet, except);
     }
 }
