@@ -44,3 +44,11 @@ pub(crate) fn parse_limit(raw: Option<&str>) -> Result<i64, ApiError> {
     }
     Ok(limit)
 }
+
+/// Cuts a page fetched with `limit + 1` rows back to `limit`; true when the
+/// extra row was there, so `has_more` is exact without a count.
+pub(crate) fn trim_page<T>(items: &mut Vec<T>, limit: i64) -> bool {
+    let has_more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    has_more
+}

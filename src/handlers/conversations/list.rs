@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::handlers::non_blank;
-use crate::handlers::parse_limit;
+use crate::handlers::{parse_limit, trim_page};
 use crate::state::AppState;
 
 const CURSOR_KIND: &str = "conversations.list";
@@ -47,8 +47,7 @@ pub async fn list_conversations(
 
     let mut conn = state.db.get().await?;
     let mut items = history::list_conversations(&mut conn, user.id, after, limit + 1).await?;
-    let has_more = items.len() as i64 > limit;
-    items.truncate(limit as usize);
+    let has_more = trim_page(&mut items, limit);
     let next_cursor = match (has_more, items.last()) {
         (true, Some(last)) => Some(state.cursors.encode(
             CURSOR_KIND,

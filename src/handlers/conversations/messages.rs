@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::handlers::parse_limit;
 use crate::handlers::parse_number;
+use crate::handlers::{parse_limit, trim_page};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -46,8 +46,7 @@ pub async fn list_messages(
     let mut items = history::list_messages(&mut conn, user.id, conversation_id, window, limit + 1)
         .await?
         .ok_or_else(not_found)?;
-    let has_more = items.len() as i64 > limit;
-    items.truncate(limit as usize);
+    let has_more = trim_page(&mut items, limit);
     Ok(web::Json(MessagePage { items, has_more }))
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::handlers::{non_blank, parse_limit, parse_number};
+use crate::handlers::{non_blank, parse_limit, parse_number, trim_page};
 use crate::state::AppState;
 
 const CURSOR_KIND: &str = "profiles.scroll";
@@ -63,8 +63,7 @@ pub async fn scroll_profiles(
 
     let mut conn = state.db.get().await?;
     let mut items = profiles::scroll(&mut conn, user.id, &filter, after, limit + 1, today).await?;
-    let has_more = items.len() as i64 > limit;
-    items.truncate(limit as usize);
+    let has_more = trim_page(&mut items, limit);
     let next_cursor = match (has_more, items.last()) {
         (true, Some(last)) => Some(state.cursors.encode(
             CURSOR_KIND,
