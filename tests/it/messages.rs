@@ -245,3 +245,47 @@ async fn concurrent_writers_commit_in_id_order() {
     }
     assert!(checks > 0);
 }
+
+/// Every stored message moves its conversation's activity; that update must
+/// stay on its page (HOT), touching no index, or the chat's write path pays
+/// four index entries per message (migration 000006).
+#[actix_rt::test]
+async fn moving_a_conversation_touches_no_index() {
+    let app = TestApp::spawn().await;
+    app.seed(1, 10, 1).await;
+    let mut conn = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+    // The conversations exist before the measured transaction.
+    let first = messages::store_batch(&mut conn, &[out(1, 2, "a", None), out(3, 4, "b", None)])
+        .await
+        .unwrap();
+    assert!(matches!(&first[0], Stored::New(_)) && matches!(&first[1], Stored::New(_)));
+
+    let client = app.db.client().await;
+    client.batch_execute("BEGIN").await.unwrap();
+    for round in 0..20 {
+        let stored: i64 = client
+            .query_one(
+                "SELECT count(*) FROM store_messages(ARRAY[1, 2, 3, 4]::int8[], ARRAY[2, 1, 4, 3]::int8[],
+                        ARRAY['one', 'two', 'three', 'four'], ARRAY[NULL, NULL, NULL, NULL]::text[])
+                 WHERE outcome = 'new'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stored, 4, "round {round}");
+    }
+    // This transaction's own counters: exact, not the sampled statistics.
+    let row = client
+        .query_one(
+            "SELECT pg_stat_get_xact_tuples_updated('conversations'::regclass),
+                    pg_stat_get_xact_tuples_hot_updated('conversations'::regclass)",
+            &[],
+        )
+        .await
+        .unwrap();
+    client.batch_execute("COMMIT").await.unwrap();
+    let (updated, hot): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(updated, 40, "one touch per conversation per batch");
+    assert_eq!(hot, updated, "every touch a HOT update");
+}

@@ -218,13 +218,16 @@ impl ConversationRow {
 /// `QueryFragment` with bind parameters (not `sql_query`), so diesel-async
 /// prepares it once per connection and caches it like any DSL query.
 ///
-/// Shape: each side of the pair (`user_a`, `user_b`) reads at most `limit`
-/// rows from its activity index, starting at the keyset; the two short runs
-/// are merged and cut to `limit`; only then are the last message (one
-/// backward step on `messages (conversation_id, id)`) and the unread count
-/// (a count on the same index past the read mark) looked up, for those rows
-/// alone. Nothing reads or sorts the member's whole conversation set
-/// (PostgreSQL merges the two index-ordered runs with a Merge Append).
+/// Shape: each side of the pair (`user_a`, `user_b`) reads the member's
+/// conversations on that side from its index (the unique pair index, the
+/// `user_b` index) and keeps the `limit` newest past the keyset with a top-N
+/// sort; the two short runs are merged and cut to `limit`; only then are the
+/// last message (one backward step on `messages (conversation_id, id)`) and
+/// the unread count (a count on the same index past the read mark) looked
+/// up, for those rows alone. There is no index in activity order on purpose:
+/// every stored message moves `last_message_at`, and out of every index that
+/// update stays on its page (HOT); see migration 000006 for the measured
+/// trade.
 #[derive(Debug, Clone, Copy)]
 struct ConversationPageQuery {
     viewer: i64,
