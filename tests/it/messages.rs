@@ -137,6 +137,29 @@ async fn a_full_batch_keeps_input_order_and_stores_the_first_valid_copy() {
         .unwrap()
         .get(0);
     assert_eq!(orphans, 0);
+
+    // Both members unknown: refused as the sender, and nothing made.
+    let strangers = messages::store_batch(&mut conn, &[out(998, 999, "who?", None)])
+        .await
+        .unwrap();
+    assert_eq!(strangers, vec![Stored::UnknownSender]);
+    // messages.sender_id has no foreign key (migration 000007): what stands
+    // for it is that every sender is a member of the message's conversation.
+    let strays: i64 = client
+        .query_one(
+            "SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE m.sender_id NOT IN (c.user_a, c.user_b)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let total: i64 = client
+        .query_one("SELECT count(*) FROM messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((strays, total), (0, 513));
 }
 
 #[actix_rt::test]
