@@ -1,10 +1,12 @@
 //! `profiles`: members' profiles, the scroll and the batch load.
 
 use chrono::{DateTime, Months, NaiveDate, Utc};
+use diesel::deserialize::{self, FromSql};
 use diesel::pg::Pg;
+use diesel::pg::PgValue;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{Bool, Int8, Timestamptz};
+use diesel::sql_types::{Bool, Int8, Text, Timestamptz};
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
@@ -68,7 +70,9 @@ impl QueryFragment<Pg> for Before {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, diesel::deserialize::FromSqlRow,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Gender {
     Male,
@@ -92,7 +96,7 @@ impl Gender {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, diesel::deserialize::FromSqlRow)]
 #[serde(rename_all = "lowercase")]
 pub enum VerificationStatus {
     Pending,
@@ -108,6 +112,32 @@ impl VerificationStatus {
             Self::Rejected => "rejected",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(Self::Pending),
+            "approved" => Some(Self::Approved),
+            "rejected" => Some(Self::Rejected),
+            _ => None,
+        }
+    }
+}
+
+/// Read from the text column without allocating: every scrolled profile
+/// carries both, and a `String` each was two of the row's seven allocations.
+/// The columns' CHECK constraints admit only the variants' names.
+impl FromSql<Text, Pg> for Gender {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        let text = std::str::from_utf8(bytes.as_bytes())?;
+        Self::parse(text).ok_or_else(|| format!("unknown gender {text:?}").into())
+    }
+}
+
+impl FromSql<Text, Pg> for VerificationStatus {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        let text = std::str::from_utf8(bytes.as_bytes())?;
+        Self::parse(text).ok_or_else(|| format!("unknown verification status {text:?}").into())
+    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
@@ -115,14 +145,14 @@ impl VerificationStatus {
 pub struct Profile {
     pub id: i64,
     pub display_name: String,
-    pub gender: String,
+    pub gender: Gender,
     #[serde(serialize_with = "json_time::date")]
     pub date_of_birth: NaiveDate,
     pub religion: String,
     pub city: String,
     pub occupation: Option<String>,
     pub bio: String,
-    pub verification_status: String,
+    pub verification_status: VerificationStatus,
     #[serde(serialize_with = "json_time::timestamp")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "json_time::timestamp")]
@@ -133,7 +163,7 @@ pub struct Profile {
 
 impl Profile {
     pub fn is_approved(&self) -> bool {
-        self.verification_status == VerificationStatus::Approved.as_str()
+        self.verification_status == VerificationStatus::Approved
     }
 }
 
