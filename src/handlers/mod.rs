@@ -4,7 +4,10 @@
 pub mod admin;
 pub mod conversations;
 pub mod health;
+mod page_json;
 pub mod profiles;
+
+pub use page_json::{PageJson, SizeHint};
 
 use crate::error::ApiError;
 

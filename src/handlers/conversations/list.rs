@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::handlers::non_blank;
-use crate::handlers::{parse_limit, trim_page};
+use crate::handlers::{PageJson, SizeHint, parse_limit, trim_page};
 use crate::state::AppState;
 
 const CURSOR_KIND: &str = "conversations.list";
@@ -39,7 +39,7 @@ pub async fn list_conversations(
     state: web::Data<AppState>,
     user: AuthUser,
     query: web::Query<ListQuery>,
-) -> Result<web::Json<ConversationPage>, ApiError> {
+) -> Result<PageJson<ConversationPage>, ApiError> {
     let limit = parse_limit(query.limit.as_deref())?;
     let after = non_blank(query.cursor.as_deref())
         .map(|cursor| decode_cursor(&state, user.id, cursor))
@@ -58,11 +58,13 @@ pub async fn list_conversations(
         )),
         _ => None,
     };
-    Ok(web::Json(ConversationPage {
+    static SIZE: SizeHint = SizeHint::new();
+    let page = ConversationPage {
         items,
         next_cursor,
         has_more,
-    }))
+    };
+    Ok(PageJson::new(page, &SIZE))
 }
 
 fn decode_cursor(state: &AppState, viewer: UserId, cursor: &str) -> Result<ActivityKey, ApiError> {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::handlers::parse_number;
-use crate::handlers::{parse_limit, trim_page};
+use crate::handlers::{PageJson, SizeHint, parse_limit, trim_page};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -30,7 +30,7 @@ pub async fn list_messages(
     user: AuthUser,
     path: web::Path<String>,
     query: web::Query<MessagesQuery>,
-) -> Result<web::Json<MessagePage>, ApiError> {
+) -> Result<PageJson<MessagePage>, ApiError> {
     // Non-members, unknown ids and ids that are not ids all look the same, so
     // probing reveals nothing about other members' conversations.
     let not_found = || ApiError::not_found("no such conversation");
@@ -47,7 +47,8 @@ pub async fn list_messages(
         .await?
         .ok_or_else(not_found)?;
     let has_more = trim_page(&mut items, limit);
-    Ok(web::Json(MessagePage { items, has_more }))
+    static SIZE: SizeHint = SizeHint::new();
+    Ok(PageJson::new(MessagePage { items, has_more }, &SIZE))
 }
 
 fn parse_window(before: Option<&str>, after: Option<&str>) -> Result<MessageWindow, ApiError> {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::handlers::non_blank;
+use crate::handlers::{PageJson, SizeHint, non_blank};
 use crate::state::AppState;
 
 const MAX_IDS: usize = 50;
@@ -29,7 +29,7 @@ pub async fn batch_profiles(
     state: web::Data<AppState>,
     _user: AuthUser,
     query: web::Query<BatchQuery>,
-) -> Result<web::Json<BatchResponse>, ApiError> {
+) -> Result<PageJson<BatchResponse>, ApiError> {
     let ids = parse_ids(query.profile_ids.as_deref())?;
     let mut conn = state.db.get().await?;
     let found = profiles::load_approved(&mut conn, &ids).await?;
@@ -44,7 +44,8 @@ pub async fn batch_profiles(
             None => response.missing.push(id),
         }
     }
-    Ok(web::Json(response))
+    static SIZE: SizeHint = SizeHint::new();
+    Ok(PageJson::new(response, &SIZE))
 }
 
 /// `1,2,3` -> `[1, 2, 3]`: 1..=50 positive ids; a repeated id is kept once,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::handlers::{non_blank, parse_limit, parse_number, trim_page};
+use crate::handlers::{PageJson, SizeHint, non_blank, parse_limit, parse_number, trim_page};
 use crate::state::AppState;
 
 const CURSOR_KIND: &str = "profiles.scroll";
@@ -49,7 +49,7 @@ pub async fn scroll_profiles(
     state: web::Data<AppState>,
     user: AuthUser,
     query: web::Query<ScrollQuery>,
-) -> Result<web::Json<ScrollPage>, ApiError> {
+) -> Result<PageJson<ScrollPage>, ApiError> {
     let limit = parse_limit(query.limit.as_deref())?;
     let asked = parse_filter(&query)?;
     let (filter, today, after) = match non_blank(query.cursor.as_deref()) {
@@ -76,11 +76,13 @@ pub async fn scroll_profiles(
         )),
         _ => None,
     };
-    Ok(web::Json(ScrollPage {
+    static SIZE: SizeHint = SizeHint::new();
+    let page = ScrollPage {
         items,
         next_cursor,
         has_more,
-    }))
+    };
+    Ok(PageJson::new(page, &SIZE))
 }
 
 fn parse_filter(query: &ScrollQuery) -> Result<ScrollFilter, ApiError> {
