@@ -76,5 +76,6 @@ async fn every_foreign_key_is_indexed() {
         .await
         .unwrap()
         .get(0);
-    assert!(total >= 6, "the check looked at the foreign keys ({total})");
+    // conversations (2), messages (1), conversation_reads (2).
+    assert!(total >= 5, "the check looked at the foreign keys ({total})");
 }
