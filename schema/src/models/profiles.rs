@@ -2,8 +2,7 @@
 
 use chrono::{DateTime, Months, NaiveDate, Utc};
 use diesel::deserialize::{self, FromSql};
-use diesel::pg::Pg;
-use diesel::pg::PgValue;
+use diesel::pg::{Pg, PgValue};
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::{Bool, Int8, Text, Timestamptz};
@@ -70,9 +69,7 @@ impl QueryFragment<Pg> for Before {
     }
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, diesel::deserialize::FromSqlRow,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, deserialize::FromSqlRow)]
 #[serde(rename_all = "lowercase")]
 pub enum Gender {
     Male,
@@ -96,7 +93,7 @@ impl Gender {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, diesel::deserialize::FromSqlRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, deserialize::FromSqlRow)]
 #[serde(rename_all = "lowercase")]
 pub enum VerificationStatus {
     Pending,

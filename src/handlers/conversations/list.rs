@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::handlers::non_blank;
-use crate::handlers::{PageJson, SizeHint, parse_limit, trim_page};
+use crate::handlers::{PageJson, SizeHint, non_blank, parse_limit, trim_page};
 use crate::state::AppState;
 
 const CURSOR_KIND: &str = "conversations.list";
