@@ -55,15 +55,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let config = Arc::new(config);
-    let owned: Vec<Arbiter> = if config.arbiters.is_empty() {
-        (0..config.worker_count()).map(|_| Arbiter::new()).collect()
+    // Arbiters started here are stopped here; the caller's are the caller's.
+    let (owned, arbiters): (Vec<Arbiter>, Vec<ArbiterHandle>) = if config.arbiters.is_empty() {
+        let owned: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
+        let handles = owned.iter().map(Arbiter::handle).collect();
+        (owned, handles)
     } else {
-        Vec::new()
-    };
-    let arbiters: Vec<ArbiterHandle> = if owned.is_empty() {
-        config.arbiters.clone()
-    } else {
-        owned.iter().map(Arbiter::handle).collect()
+        (Vec::new(), config.arbiters.clone())
     };
     let tracker = Arc::new(Tracker::default());
     let (stop_sessions, stop_signal) = watch::channel(false);
