@@ -5,6 +5,7 @@ use aurum_schema::models::messages::{self, Outgoing, Stored};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
 use crate::helpers::TestApp;
+use crate::helpers::db::query_i64;
 
 fn out(sender: i64, recipient: i64, body: &str, client_id: Option<&str>) -> Outgoing {
     Outgoing {
@@ -66,11 +67,7 @@ async fn a_batch_stores_dedupes_and_refuses_per_message() {
         .unwrap();
     assert_eq!(retry, vec![Stored::Duplicate(first.clone())]);
     let client = app.db.client().await;
-    let count: i64 = client
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = query_i64(&client, "SELECT count(*) FROM messages").await;
     assert_eq!(count, 3);
     let last: i64 = client
         .query_one(
@@ -131,11 +128,7 @@ async fn a_full_batch_keeps_input_order_and_stores_the_first_valid_copy() {
     }
     // No conversation was made for the unknown recipient.
     let client = app.db.client().await;
-    let orphans: i64 = client
-        .query_one("SELECT count(*) FROM conversations WHERE user_b = 999", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let orphans = query_i64(&client, "SELECT count(*) FROM conversations WHERE user_b = 999").await;
     assert_eq!(orphans, 0);
 
     // Both members unknown: refused as the sender, and nothing made.
@@ -145,20 +138,13 @@ async fn a_full_batch_keeps_input_order_and_stores_the_first_valid_copy() {
     assert_eq!(strangers, vec![Stored::UnknownSender]);
     // messages.sender_id has no foreign key (migration 000007): what stands
     // for it is that every sender is a member of the message's conversation.
-    let strays: i64 = client
-        .query_one(
-            "SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
-             WHERE m.sender_id NOT IN (c.user_a, c.user_b)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let total: i64 = client
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let strays = query_i64(
+        &client,
+        "SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id
+         WHERE m.sender_id NOT IN (c.user_a, c.user_b)",
+    )
+    .await;
+    let total = query_i64(&client, "SELECT count(*) FROM messages").await;
     assert_eq!((strays, total), (0, 513));
 }
 
@@ -286,16 +272,13 @@ async fn moving_a_conversation_touches_no_index() {
     let client = app.db.client().await;
     client.batch_execute("BEGIN").await.unwrap();
     for round in 0..20 {
-        let stored: i64 = client
-            .query_one(
-                "SELECT count(*) FROM store_messages(ARRAY[1, 2, 3, 4]::int8[], ARRAY[2, 1, 4, 3]::int8[],
-                        ARRAY['one', 'two', 'three', 'four'], ARRAY[NULL, NULL, NULL, NULL]::text[])
-                 WHERE outcome = 'new'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let stored = query_i64(
+            &client,
+            "SELECT count(*) FROM store_messages(ARRAY[1, 2, 3, 4]::int8[], ARRAY[2, 1, 4, 3]::int8[],
+                    ARRAY['one', 'two', 'three', 'four'], ARRAY[NULL, NULL, NULL, NULL]::text[])
+             WHERE outcome = 'new'",
+        )
+        .await;
         assert_eq!(stored, 4, "round {round}");
     }
     // This transaction's own counters: exact, not the sampled statistics.

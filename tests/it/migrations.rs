@@ -3,6 +3,7 @@
 use aurum_schema::migrations::{Direction, run};
 
 use crate::helpers::TestDb;
+use crate::helpers::db::query_i64;
 
 async fn tables(db: &TestDb) -> Vec<String> {
     let client = db.client().await;
@@ -71,11 +72,7 @@ async fn every_foreign_key_is_indexed() {
         unindexed.is_empty(),
         "foreign keys without an index: {unindexed:?}"
     );
-    let total: i64 = client
-        .query_one("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let total = query_i64(&client, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'").await;
     // conversations (2), messages (1), conversation_reads (2).
     assert!(total >= 5, "the check looked at the foreign keys ({total})");
 }

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::helpers::TestApp;
 use crate::helpers::app::error_code;
+use crate::helpers::db::query_i64;
 
 #[actix_rt::test]
 async fn verification_updates_the_profile_and_writes_an_audit_log() {
@@ -96,10 +97,6 @@ async fn verification_refuses_bad_input_and_non_admins_writing_nothing() {
         );
     }
     let client = app.db.client().await;
-    let count: i64 = client
-        .query_one("SELECT count(*) FROM audit_logs", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = query_i64(&client, "SELECT count(*) FROM audit_logs").await;
     assert_eq!(count, 0);
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::helpers::db::query_i64;
 use crate::helpers::ws::RawClient;
 use crate::helpers::{TestApp, TestDb};
 
@@ -126,11 +127,7 @@ async fn messages_reach_every_device_and_acks_follow_commit() {
         )
         .await;
     assert_eq!(retry, ack);
-    let count: i64 = client
-        .query_one("SELECT count(*) FROM messages", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = query_i64(&client, "SELECT count(*) FROM messages").await;
     assert_eq!(count, 1);
 
     // typing and read receipts.

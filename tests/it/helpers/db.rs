@@ -174,3 +174,9 @@ impl Drop for TestDb {
         });
     }
 }
+
+/// The single `int8` a query without parameters answers (a count, a
+/// counter), for ground-truth checks.
+pub async fn query_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
