@@ -42,8 +42,8 @@ impl Default for PoolSettings {
 /// (`tests/it/explain.rs`, `tests/it/conversations.rs`) EXPLAIN the cached
 /// statements of the profile and history endpoints under
 /// `force_generic_plan` and fail if one loses its index, which is what makes
-/// forcing it here safe; `store_messages` pins its own plans (migration
-/// 000005).
+/// forcing it here safe; `store_messages` pins its own plans (migrations
+/// 000005 and 000007).
 async fn establish_with_generic_plans(url: &str) -> ConnectionResult<AsyncPgConnection> {
     let mut conn = AsyncPgConnection::establish(url).await?;
     conn.batch_execute("SET plan_cache_mode = force_generic_plan")

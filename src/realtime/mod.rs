@@ -82,6 +82,8 @@ impl Router {
         self.deliver(user, packet, Some(except));
     }
 
+    /// The one place events leave for a user's sockets: the cross-node
+    /// bridge will publish here too.
     fn deliver(&self, user: i64, packet: EncodedPacket, except: Option<SessionId>) {
         self.registry.deliver(user, packet, except);
     }

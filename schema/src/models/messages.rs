@@ -3,7 +3,8 @@
 //!
 //! Ordering guarantee (DESIGN.md, "Delivery"): every batch takes one
 //! transaction-scoped advisory lock before it draws ids, and holds it until
-//! it has committed (in the `store_messages` function, migration 000005). Batches from every writer on every node therefore
+//! it has committed (in the `store_messages` function: migration 000005,
+//! redefined by 000007). Batches from every writer on every node therefore
 //! commit in id order, so once a client has seen message N every message
 //! with a smaller id is already committed, and replaying `id > since` can
 //! never skip one. A batch is a few milliseconds, so the lock costs little:
@@ -117,7 +118,8 @@ const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.sender_id, \
 /// outcome per input, in input order. Validation of lengths and
 /// self-messages is the caller's. The work, and the ordering lock that
 /// makes `since` replay safe, is the `store_messages` function's (migration
-/// 000005); the statement is cached like every other (see `raw`).
+/// 000005, redefined by 000007); the statement is cached like every other
+/// (see `raw`).
 pub async fn store_batch(conn: &mut AsyncPgConnection, batch: &[Outgoing]) -> QueryResult<Vec<Stored>> {
     if batch.is_empty() {
         return Ok(Vec::new());

@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::handlers::parse_number;
-use crate::handlers::{PageJson, SizeHint, parse_limit, trim_page};
+use crate::handlers::{PageJson, SizeHint, parse_limit, parse_number, trim_page};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
