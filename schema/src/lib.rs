@@ -9,6 +9,7 @@ pub mod ids;
 pub mod json_time;
 pub mod migrations;
 pub mod models;
+pub mod pg_time;
 pub mod pool;
 mod raw;
 #[rustfmt::skip]

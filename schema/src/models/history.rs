@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::UserId;
 use crate::json_time;
+use crate::pg_time::PgInstant;
 use crate::schema::{conversations, messages};
 
 /// The position of the last conversation a page returned, in list order
@@ -167,6 +168,7 @@ struct MessageRow {
     sender_id: i64,
     body: String,
     client_id: Option<String>,
+    #[diesel(deserialize_as = PgInstant)]
     created_at: DateTime<Utc>,
 }
 
@@ -175,6 +177,7 @@ struct ConversationRow {
     id: i64,
     user_a: i64,
     user_b: i64,
+    #[diesel(deserialize_as = PgInstant)]
     last_message_at: DateTime<Utc>,
     last_id: Option<i64>,
     last_sender_id: Option<i64>,

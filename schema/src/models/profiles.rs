@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::UserId;
 use crate::json_time;
 use crate::models::audit_logs::{self, NewAuditLog};
+use crate::pg_time::PgInstant;
 use crate::schema::profiles;
 
 /// `verification_status = 'approved'` with the value as SQL text, not a bind
@@ -151,10 +152,13 @@ pub struct Profile {
     pub bio: String,
     pub verification_status: VerificationStatus,
     #[serde(serialize_with = "json_time::timestamp")]
+    #[diesel(deserialize_as = PgInstant)]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "json_time::timestamp")]
+    #[diesel(deserialize_as = PgInstant)]
     pub updated_at: DateTime<Utc>,
     #[serde(serialize_with = "json_time::timestamp")]
+    #[diesel(deserialize_as = PgInstant)]
     pub last_active_at: DateTime<Utc>,
 }
 
