@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod normalize_path;
 pub mod realtime;
 pub mod routes;
 pub mod state;
@@ -16,7 +17,7 @@ use std::future::Future;
 use std::net::TcpListener;
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
 
 pub use crate::config::Config;
@@ -36,7 +37,10 @@ pub fn build_app(
 > {
     App::new()
         .app_data(web::Data::new(state))
-        .wrap(actix_web::middleware::NormalizePath::trim())
+        .wrap_fn(|mut req, service| {
+            normalize_path::normalize(&mut req);
+            service.call(req)
+        })
         .configure(routes::configure)
 }
 
