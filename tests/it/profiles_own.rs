@@ -141,3 +141,87 @@ async fn others_see_only_approved_profiles() {
     let (status, body) = app.get("/no/such/route", None).await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
 }
+
+/// The timestamps are decoded from PostgreSQL's binary value by our own
+/// code (`aurum_schema::pg_time`), so compare what the API serves with
+/// PostgreSQL's own rendering, on both sides of both epochs.
+#[actix_rt::test]
+async fn timestamps_are_served_as_postgres_stores_them() {
+    let app = TestApp::spawn().await;
+    let token = app.token(42);
+    let (status, _) = app
+        .request(
+            Method::PUT,
+            "/api/v1/profiles/me",
+            Some(&token),
+            Some(&valid_profile()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let client = app.db.client().await;
+    for (created, updated, active) in [
+        (
+            "1969-12-31 23:59:59.999999",
+            "1970-01-01 00:00:00",
+            "1970-01-01 00:00:00.000001",
+        ),
+        (
+            "1999-12-31 23:59:59.999999",
+            "2000-01-01 00:00:00",
+            "2000-01-01 00:00:00.000001",
+        ),
+        (
+            "1900-02-28 12:00:00.5",
+            "2024-02-29 23:59:59.123456",
+            "2099-12-31 23:59:59.999999",
+        ),
+    ] {
+        let rendered = client
+            .query_one(
+                "UPDATE profiles SET created_at = $1::text::timestamptz, \
+                 updated_at = $2::text::timestamptz, last_active_at = $3::text::timestamptz \
+                 WHERE id = 42 RETURNING \
+                 to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                 to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                 to_char(last_active_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                &[
+                    &format!("{created}+00"),
+                    &format!("{updated}+00"),
+                    &format!("{active}+00"),
+                ],
+            )
+            .await
+            .unwrap();
+        let (status, body) = app.get("/api/v1/profiles/me", Some(&token)).await;
+        assert_eq!(status, StatusCode::OK);
+        for (index, field) in ["created_at", "updated_at", "last_active_at"]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(body[field], rendered.get::<_, String>(index), "{field}");
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn trailing_and_doubled_slashes_reach_the_same_route() {
+    let app = TestApp::spawn().await;
+    let token = app.token(42);
+    app.request(
+        Method::PUT,
+        "/api/v1/profiles/me",
+        Some(&token),
+        Some(&valid_profile()),
+    )
+    .await;
+    let (status, clean) = app.get("/api/v1/profiles/me", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "/api/v1/profiles/me/",
+        "//api//v1/profiles///me",
+        "/api/v1/profiles/42/",
+    ] {
+        let (status, body) = app.get(path, Some(&token)).await;
+        assert_eq!((status, &body), (StatusCode::OK, &clean), "{path}");
+    }
+}
