@@ -8,7 +8,7 @@ use clap::Parser;
 /// a tenth of the server's CPU. mimalloc took 10-15 % off the server's CPU
 /// per request with the same start-up RSS and the same memory per idle
 /// socket, given `.cargo/config.toml`'s on-demand arena commit
-/// (docs/benchmarks.md, "The allocator").
+/// (docs/benchmarks.md, "The allocator and the decode path").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
