@@ -13,8 +13,28 @@ def machine(pg_version):
                 cpu = line.split(":", 1)[1].strip()
                 break
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, "
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}{autogroup()}, "
             f"PostgreSQL {pg_version}")
+
+
+# Linux's autogroup scheduling (on by default) shares the CPU fairly between
+# sessions first and only then between the threads of a session. Started
+# from this script's session, the server shared one slice with the load
+# generator while PostgreSQL had its own: queries then took up to 1.9 s
+# (PostgreSQL itself logged a 770 ms bind) and HTTP p99 swung from
+# 4 ms to 120 ms between identical runs. Each process a benchmark starts
+# gets a session of its own, as a service, the load generator and the
+# database have when deployed (docs/benchmarks.md, "Sessions and the
+# scheduler").
+OWN_SESSION = {"start_new_session": True}
+
+
+def autogroup():
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            return ", autogroup on" if f.read().strip() == "1" else ", autogroup off"
+    except OSError:
+        return ""
 
 
 def write_block(root, begin, end, block):

@@ -103,7 +103,7 @@ def wrk(path, token):
     script.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
     script.close()
     out = run(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", "-s", script.name,
-               f"http://127.0.0.1:{PORT}{path}"])
+               f"http://127.0.0.1:{PORT}{path}"], **bench_common.OWN_SESSION)
     os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -119,12 +119,13 @@ def wrk(path, token):
 
 
 def side_by_side(path, token, statement):
-    """(HTTP, pgbench) on the same query, alternating, medians of ROUNDS."""
+    """(HTTP, pgbench, rounds) on the same query, alternating: the medians
+    of ROUNDS and each round's pair, so the report shows the spread."""
     http, sql_side = [], []
     for _ in range(ROUNDS):
         http.append(wrk(path, token))
         sql_side.append(pgbench(statement))
-    return median_of(http), median_of(sql_side)
+    return median_of(http), median_of(sql_side), list(zip(http, sql_side))
 
 
 def median_of(results):
@@ -137,7 +138,8 @@ def pgbench(statement):
         with open(script, "w") as f:
             f.write(statement + ";\n")
         out = run(["pgbench", "-n", "-M", "prepared", "-c", str(CONNECTIONS), "-j", "2", "-T", str(DURATION),
-                   "-l", "--log-prefix", os.path.join(tmp, "log"), "-f", script, DB_URL], cwd=tmp)
+                   "-l", "--log-prefix", os.path.join(tmp, "log"), "-f", script, DB_URL], cwd=tmp,
+                  **bench_common.OWN_SESSION)
         tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
         latencies = []
         for name in os.listdir(tmp):
@@ -166,18 +168,17 @@ def machine():
     return bench_common.machine(sql_rows("SHOW server_version")[0])
 
 
-# The server settings of the main table: a pool sized to the cores the
-# database has (PostgreSQL's own advice, about twice the cores; more
-# backends only queue for the same CPU) and more HTTP workers than cores,
-# because here every worker thread competes with PostgreSQL's backends and
-# wrk for the same 2 cores, and the scheduler shares CPU per thread: with
-# one worker per core, a descheduled worker stalls all its requests. The
-# settings table below shows the defaults and these side by side.
-SETTINGS = {"HTTP_WORKERS": "4", "MAX_CONNECTIONS": "16"}
+# The main table runs the server as shipped: one HTTP worker per core and
+# the default pool. Until the processes had sessions of their own
+# (bench_common.OWN_SESSION), the server shared its CPU slice with wrk and
+# four workers with a 16-connection pool did best; since then the defaults
+# do (docs/benchmarks.md, "Sessions and the scheduler"). The settings table
+# below keeps the others side by side.
+SETTINGS = {}
 SETTINGS_COMPARED = [
-    {},
-    {"MAX_CONNECTIONS": "16"},
     SETTINGS,
+    {"MAX_CONNECTIONS": "16"},
+    {"HTTP_WORKERS": "4", "MAX_CONNECTIONS": "16"},
 ]
 
 
@@ -192,7 +193,7 @@ class Server:
                 self.env.pop(key, None)
 
     def __enter__(self):
-        self.process = subprocess.Popen([AURUM, "serve"], env=self.env)
+        self.process = subprocess.Popen([AURUM, "serve"], env=self.env, **bench_common.OWN_SESSION)
         for _ in range(100):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health/live")
@@ -228,17 +229,18 @@ def main():
             path = first_page if cursor is None else f"/api/v1/matching/profiles/scroll?limit={LIMIT}&cursor={cursor}"
             key = None if cursor is None else decode_cursor(cursor)["after"]
             log(f"page {depth}: HTTP and pgbench keyset, {ROUNDS} rounds; pgbench OFFSET")
-            http, keyset = side_by_side(path, token, scroll_sql(key, today))
+            http, keyset, rounds = side_by_side(path, token, scroll_sql(key, today))
             offset = pgbench(scroll_sql(None, today, offset=(depth - 1) * LIMIT))
-            rows.append((f"scroll page {depth:,}", http, keyset, offset))
+            rows.append((f"scroll page {depth:,}", http, keyset, offset, rounds))
         ids = [int(x) for x in sql_rows(
             "SELECT id FROM profiles WHERE verification_status = 'approved' ORDER BY random() LIMIT 50")]
         log("batch-50")
         id_list = ",".join(map(str, ids))
         batch_sql = (f'SELECT {COLUMNS} FROM "profiles" WHERE (("profiles"."id" = ANY(\'{{{id_list}}}\'::int8[])) '
                      f'AND "profiles"."verification_status" = \'approved\')')
-        http, sql_side = side_by_side(f"/api/v1/matching/profiles/batch?profile_ids={id_list}", token, batch_sql)
-        rows.append(("batch 50 ids", http, sql_side, None))
+        http, sql_side, rounds = side_by_side(f"/api/v1/matching/profiles/batch?profile_ids={id_list}", token,
+                                              batch_sql)
+        rows.append(("batch 50 ids", http, sql_side, None, rounds))
     compared = []
     for settings in SETTINGS_COMPARED:
         log(f"page 1 with {describe(settings)}")
@@ -258,18 +260,21 @@ def write_report(rows, compared, seed_secs):
         f"Command: `make bench-profiles` ({PROFILES:,} profiles, release build, wrk and pgbench "
         f"`-M prepared` at {CONNECTIONS} connections, {DURATION} s each, "
         f"HTTP and pgbench alternating {ROUNDS} times per case with the median of each reported, limit {LIMIT}, filter `{FILTER}`; "
-        f"server with {describe(SETTINGS)}). "
+        f"server with {describe(SETTINGS)}; server, wrk and pgbench each in a session of its own). "
         "Server, PostgreSQL and the load generator share the 2 cores, so absolute figures are noisy; "
         "the ratios within one run are what to compare.",
         "",
-        "| case | HTTP req/s | HTTP p50 ms | HTTP p99 ms | pgbench same SQL tps | HTTP / pgbench | pgbench p99 ms | OFFSET tps | OFFSET p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | HTTP req/s | HTTP p50 ms | HTTP p99 ms | pgbench same SQL tps | HTTP / pgbench | pgbench p99 ms "
+        "| OFFSET tps | OFFSET p99 ms | HTTP / pgbench, each round | HTTP p99 ms, each round |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    for name, http, keyset, offset in rows:
+    for name, http, keyset, offset, rounds in rows:
         ratio = http["rps"] / keyset["rps"]
         off = (f"{offset['rps']:,.0f} | {offset['p99']:.2f}" if offset else "- | -")
+        each_ratio = ", ".join(f"{h['rps'] / q['rps']:.0%}" for h, q in rounds)
+        each_p99 = ", ".join(f"{h['p99']:.1f}" for h, _ in rounds)
         lines.append(f"| {name} | {http['rps']:,.0f} | {http['p50']:.2f} | {http['p99']:.2f} | "
-                     f"{keyset['rps']:,.0f} | {ratio:.0%} | {keyset['p99']:.2f} | {off} |")
+                     f"{keyset['rps']:,.0f} | {ratio:.0%} | {keyset['p99']:.2f} | {off} | {each_ratio} | {each_p99} |")
     deep = [r for r in rows if r[0].startswith("scroll")]
     lines += [
         "",

@@ -129,7 +129,7 @@ def postgres_ticks():
 def start_server(extra):
     env = dict(os.environ, DATABASE_URL=DB_URL, JWT_SECRET=SECRET, BIND=f"127.0.0.1:{HTTP_PORT}",
                WS_BIND=f"127.0.0.1:{WS_PORT}", RUST_LOG="warn", WS_PING_INTERVAL="25000", **extra)
-    server = subprocess.Popen([AURUM, "serve"], env=env)
+    server = subprocess.Popen([AURUM, "serve"], env=env, **bench_common.OWN_SESSION)
     for _ in range(200):
         if server.poll() is not None:
             raise SystemExit(f"the server exited with {server.returncode}")
@@ -153,7 +153,7 @@ def stop_server(server):
 
 def loadgen(args):
     return subprocess.Popen([LOADGEN, *args], stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, JWT_SECRET=SECRET))
+                            env=dict(os.environ, JWT_SECRET=SECRET), **bench_common.OWN_SESSION)
 
 
 def read_json(proc, what):
@@ -272,7 +272,8 @@ def write_report(idle, chat, stored):
         "",
         f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}.",
         "Command: `make bench-ws` (release build; `scripts/bench_ws.py` drives `target/release/aurum serve` "
-        "and `target/release/aurum-loadgen`, which speaks Engine.IO v4 / Socket.IO v5 as raw frames). "
+        "and `target/release/aurum-loadgen`, which speaks Engine.IO v4 / Socket.IO v5 as raw frames; the server and "
+        "each load generator run in a session of their own). "
         "The machine is shared and noisy: its 2 cores run the server, PostgreSQL and the load generators "
         "together (and whatever else runs there), so treat the figures as indicative.",
         "",
