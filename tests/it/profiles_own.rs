@@ -18,6 +18,21 @@ fn valid_profile() -> serde_json::Value {
     })
 }
 
+/// Creates member `user`'s profile from `valid_profile()` and returns their token.
+async fn create_own_profile(app: &TestApp, user: i64) -> String {
+    let token = app.token(user);
+    let (status, body) = app
+        .request(
+            Method::PUT,
+            "/api/v1/profiles/me",
+            Some(&token),
+            Some(&valid_profile()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    token
+}
+
 #[actix_rt::test]
 async fn put_creates_then_updates_and_resets_review() {
     let app = TestApp::spawn().await;
@@ -114,14 +129,7 @@ async fn invalid_profiles_change_nothing() {
 #[actix_rt::test]
 async fn others_see_only_approved_profiles() {
     let app = TestApp::spawn().await;
-    let owner = app.token(42);
-    app.request(
-        Method::PUT,
-        "/api/v1/profiles/me",
-        Some(&owner),
-        Some(&valid_profile()),
-    )
-    .await;
+    let owner = create_own_profile(&app, 42).await;
     let stranger = app.token(43);
     let (status, body) = app.get("/api/v1/profiles/42", Some(&stranger)).await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
@@ -148,16 +156,7 @@ async fn others_see_only_approved_profiles() {
 #[actix_rt::test]
 async fn timestamps_are_served_as_postgres_stores_them() {
     let app = TestApp::spawn().await;
-    let token = app.token(42);
-    let (status, _) = app
-        .request(
-            Method::PUT,
-            "/api/v1/profiles/me",
-            Some(&token),
-            Some(&valid_profile()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let token = create_own_profile(&app, 42).await;
     let client = app.db.client().await;
     for (created, updated, active) in [
         (
@@ -206,14 +205,7 @@ async fn timestamps_are_served_as_postgres_stores_them() {
 #[actix_rt::test]
 async fn trailing_and_doubled_slashes_reach_the_same_route() {
     let app = TestApp::spawn().await;
-    let token = app.token(42);
-    app.request(
-        Method::PUT,
-        "/api/v1/profiles/me",
-        Some(&token),
-        Some(&valid_profile()),
-    )
-    .await;
+    let token = create_own_profile(&app, 42).await;
     let (status, clean) = app.get("/api/v1/profiles/me", Some(&token)).await;
     assert_eq!(status, StatusCode::OK);
     for path in [
