@@ -6,7 +6,7 @@
 //! about 3 % of its CPU. The value on the wire is already microseconds since
 //! 2000-01-01 UTC, so shifting it to the Unix epoch and calling chrono's
 //! epoch constructor gives the same instant for a fraction of the cost.
-//! `tests/it/timestamps.rs` checks the result against PostgreSQL's own text.
+//! `tests/it/profiles_own.rs` checks the result against PostgreSQL's own text.
 
 use chrono::{DateTime, Utc};
 use diesel::deserialize::{self, FromSql, FromSqlRow};
