@@ -1,6 +1,7 @@
 //! Realtime actors.
 pub mod codec;
 pub mod listener;
+mod live;
 pub mod registry;
 pub mod session;
 pub mod writer;

@@ -14,16 +14,16 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::{Arbiter, ArbiterHandle};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::live::{LiveGuard, Tracker};
 use crate::session::{Session, SocketApp, SocketConfig};
 use crate::ws::{WsReader, WsWriter};
 
@@ -124,48 +124,6 @@ pub async fn serve(
     }
     for worker in owned {
         worker.stop();
-    }
-}
-
-/// Counts the connections being upgraded or served, so shutdown can wait for them.
-#[derive(Default)]
-struct Tracker {
-    live: AtomicUsize,
-    drained: Notify,
-}
-
-impl Tracker {
-    fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
-    }
-
-    async fn drained(&self) {
-        loop {
-            // Created before the check, so a wake-up in between is not lost.
-            let drained = self.drained.notified();
-            if self.live() == 0 {
-                return;
-            }
-            drained.await;
-        }
-    }
-}
-
-/// Keeps a connection counted in its [`Tracker`] for as long as it lives.
-pub(crate) struct LiveGuard(Arc<Tracker>);
-
-impl LiveGuard {
-    fn new(tracker: &Arc<Tracker>) -> Self {
-        tracker.live.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(tracker))
-    }
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.drained.notify_waiters();
-        }
     }
 }
 

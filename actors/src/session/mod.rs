@@ -36,7 +36,7 @@ pub use self::config::SocketConfig;
 use crate::codec::engine::{self, EnginePacket, Frame, OpenPayload};
 use crate::codec::socket::{self, PacketKind, SocketPacket};
 use crate::codec::{Assembly, BinaryAssembler};
-use crate::listener::LiveGuard;
+use crate::live::LiveGuard;
 use crate::ws::{Incoming, ReadError, WsReader, WsWriter};
 
 /// How long a closing session may spend flushing its last frames to a

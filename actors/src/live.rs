@@ -1,0 +1,50 @@
+//! Counting live connections, so that shutdown can wait for the last one.
+//! Its own module because both the listener (which counts) and every
+//! session (which holds a guard) need it, and neither should import the other.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+/// Counts the connections being upgraded or served, so shutdown can wait for them.
+#[derive(Default)]
+pub(crate) struct Tracker {
+    live: AtomicUsize,
+    drained: Notify,
+}
+
+impl Tracker {
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    pub(crate) async fn drained(&self) {
+        loop {
+            // Created before the check, so a wake-up in between is not lost.
+            let drained = self.drained.notified();
+            if self.live() == 0 {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+/// Keeps a connection counted in its [`Tracker`] for as long as it lives.
+pub(crate) struct LiveGuard(Arc<Tracker>);
+
+impl LiveGuard {
+    pub(crate) fn new(tracker: &Arc<Tracker>) -> Self {
+        tracker.live.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(tracker))
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! [`ChatApp`]: the [`SocketApp`] behind the socket listener. It decides
+//! CONNECTs (JWT, socket cap), registers sockets, starts their replay and
+//! dispatches their events.
+
+use aurum_actors::registry::{RegisterError, RegistryHandle};
+use aurum_actors::session::{
+    AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, Event, SessionHandle, SocketApp,
+};
+use aurum_actors::writer::WriterHandle;
+use aurum_schema::pool::DbPool;
+use futures_util::FutureExt;
+use serde_json::{Value, json};
+
+use super::rate::TokenBucket;
+use super::replay::replay;
+use super::{CHAT_NAMESPACE, ChatError, ChatLimits, Router, answer, chat_message, mark_read, typing};
+use crate::auth::JwtKeys;
+
+pub struct ChatApp {
+    jwt: JwtKeys,
+    registry: RegistryHandle,
+    router: Router,
+    writer: WriterHandle,
+    db: DbPool,
+    limits: ChatLimits,
+}
+
+impl ChatApp {
+    pub fn new(
+        jwt: JwtKeys,
+        registry: RegistryHandle,
+        writer: WriterHandle,
+        db: DbPool,
+        limits: ChatLimits,
+    ) -> Self {
+        let router = Router::new(registry.clone());
+        Self {
+            jwt,
+            registry,
+            router,
+            writer,
+            db,
+            limits,
+        }
+    }
+}
+
+/// One authenticated socket's state, kept by its session.
+struct Member {
+    user: i64,
+    since: Option<i64>,
+    limiter: TokenBucket,
+}
+
+fn unauthorized(message: &str) -> ConnectRefusal {
+    ConnectRefusal::new(message, Some(json!({ "code": "unauthorized" })))
+}
+
+/// `{ token, since? }` -> (user, since).
+fn parse_auth(jwt: &JwtKeys, auth: Option<&Value>) -> Result<(i64, Option<i64>), ConnectRefusal> {
+    let token = auth
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| unauthorized("a token is required: io(url, { auth: { token } })"))?;
+    let user = jwt.verify(token).map_err(|e| unauthorized(&e.message))?;
+    let since = match auth.and_then(|a| a.get("since")) {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_i64()
+                .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+                .filter(|since| *since >= 0)
+                .ok_or_else(|| {
+                    ConnectRefusal::new(
+                        "`since` must be a message id",
+                        Some(json!({ "code": "invalid_since" })),
+                    )
+                })?,
+        ),
+    };
+    Ok((user.id.0, since))
+}
+
+impl SocketApp for ChatApp {
+    fn accepts_namespace(&self, nsp: &str) -> bool {
+        nsp == CHAT_NAMESPACE
+    }
+
+    fn connect(&self, request: ConnectRequest) -> AppFuture<Result<ConnState, ConnectRefusal>> {
+        let parsed = parse_auth(&self.jwt, request.auth.as_ref());
+        let registry = self.registry.clone();
+        let max = self.limits.max_sockets_per_user;
+        let limiter = TokenBucket::new(self.limits.messages_per_second, self.limits.burst);
+        async move {
+            let (user, since) = parsed?;
+            if registry.sockets_of(user).await >= max {
+                return Err(ConnectRefusal::new(
+                    format!("at most {max} sockets per user"),
+                    Some(json!({ "code": "too_many_sockets" })),
+                ));
+            }
+            Ok(ConnState::new(Member { user, since, limiter }))
+        }
+        .boxed_local()
+    }
+
+    fn connected(&self, session: &SessionHandle, _nsp: &str, state: &mut ConnState) {
+        let Some(member) = state.get::<Member>() else {
+            return;
+        };
+        let (user, since) = (member.user, member.since);
+        let registry = self.registry.clone();
+        let db = self.db.clone();
+        let session = session.clone();
+        // A short task: register, then replay. Nothing per socket outlives
+        // it; later upkeep rides on the session's heartbeat.
+        actix::spawn(async move {
+            match registry.register(user, session.clone()).await {
+                Ok(()) => {}
+                Err(RegisterError::TooManySockets) => {
+                    let _ = session.emit(
+                        CHAT_NAMESPACE,
+                        "error",
+                        vec![json!({
+                        "code": "too_many_sockets", "message": "too many sockets for this user" })],
+                    );
+                    session.close();
+                    return;
+                }
+                Err(RegisterError::Unavailable) => {
+                    tracing::warn!(user, "registry unavailable; the next heartbeat registers again");
+                }
+            }
+            if let Some(since) = since {
+                replay(&db, &session, user, since).await;
+            }
+        });
+    }
+
+    /// Re-registers on every answered ping: cheap, and it rebuilds the map
+    /// of a registry shard that was restarted.
+    fn heartbeat(&self, session: &SessionHandle, _nsp: &str, state: &mut ConnState) {
+        if let Some(member) = state.get::<Member>() {
+            self.registry.refresh(member.user, session.clone());
+        }
+    }
+
+    fn event(&self, session: &SessionHandle, state: &mut ConnState, event: Event) -> AppFuture<()> {
+        let Some(member) = state.get_mut::<Member>() else {
+            return async {}.boxed_local();
+        };
+        let user = member.user;
+        let session = session.clone();
+        if !event.attachments.is_empty() {
+            let error = ChatError::new(
+                "binary_not_supported",
+                "chat events take JSON only, not binary attachments",
+            );
+            answer(&session, event.ack, Err(error));
+            return async {}.boxed_local();
+        }
+        if matches!(event.name.as_str(), "chat_message" | "typing") && !member.limiter.try_take() {
+            let error = ChatError::new("rate_limited", "too many messages; slow down");
+            answer(&session, event.ack, Err(error));
+            return async {}.boxed_local();
+        }
+        let payload = event.args.into_iter().next().unwrap_or(Value::Null);
+        let ack = event.ack;
+        match event.name.as_str() {
+            "chat_message" => chat_message::handle(
+                self.writer.clone(),
+                self.router.clone(),
+                self.limits.clone(),
+                session,
+                user,
+                payload,
+                ack,
+            )
+            .boxed_local(),
+            "typing" => {
+                typing::handle(&self.router, &session, user, &payload, ack);
+                async {}.boxed_local()
+            }
+            "mark_read" => {
+                mark_read::handle(self.db.clone(), self.router.clone(), session, user, payload, ack)
+                    .boxed_local()
+            }
+            other => {
+                let error = ChatError::new("unknown_event", format!("unknown event {other:?}"));
+                answer(&session, ack, Err(error));
+                async {}.boxed_local()
+            }
+        }
+    }
+
+    fn disconnect(&self, session: &SessionHandle, _nsp: &str, state: ConnState, reason: DisconnectReason) {
+        if let Some(member) = state.into_inner::<Member>() {
+            self.registry.unregister(member.user, session.id());
+            tracing::debug!(user = member.user, %reason, "socket left");
+        }
+    }
+}
