@@ -72,6 +72,14 @@ pub struct Config {
     /// Message writer: microseconds a message waits for others to batch with.
     #[arg(long, env = "WRITER_LINGER_US", default_value_t = 500)]
     pub writer_linger_us: u64,
+    /// Replays (missed messages sent on CONNECT with `since`) streaming at
+    /// once on this node; the others wait their turn, sockets open.
+    #[arg(long, env = "REPLAY_CONCURRENCY", default_value_t = 32)]
+    pub replay_concurrency: usize,
+    /// Most missed messages replayed on CONNECT; a larger backlog gets
+    /// `resync_required` and the client pages the REST history.
+    #[arg(long, env = "REPLAY_MAX_BACKLOG", default_value_t = 10_000)]
+    pub replay_max_backlog: i64,
     /// Apply pending migrations before serving.
     #[arg(long, env = "MIGRATE_ON_START", default_value_t = false, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,

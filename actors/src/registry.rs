@@ -6,10 +6,38 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
-use actix::{Actor, Addr, Arbiter, Context, Handler, Message, Supervised, Supervisor};
+use actix::prelude::SendError as MailboxError;
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, Supervised, Supervisor};
+use serde_json::Value;
 
-use crate::session::{EncodedPacket, SendError, SessionHandle, SessionId};
+use crate::session::{AckReply, EncodedPacket, SendError, SessionHandle, SessionId};
+
+/// How often a shard drops sessions that ended without their unregister
+/// reaching it (sent when the shard's mailbox was full).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Why a delivery was not handed to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverError {
+    /// The user's shard has a full mailbox: the node is overloaded. The
+    /// recipient recovers the message through `since` or the history.
+    #[error("the session registry is overloaded")]
+    Busy,
+    /// The shard is gone (the node is stopping).
+    #[error("the session registry is unavailable")]
+    Unavailable,
+}
+
+impl<M> From<MailboxError<M>> for DeliverError {
+    fn from(error: MailboxError<M>) -> Self {
+        match error {
+            MailboxError::Full(_) => Self::Busy,
+            MailboxError::Closed(_) => Self::Unavailable,
+        }
+    }
+}
 
 /// A user may hold at most this many sockets on one node.
 pub const DEFAULT_MAX_SOCKETS_PER_USER: usize = 10;
@@ -58,21 +86,81 @@ impl RegistryHandle {
     }
 
     /// Registers `session` again without waiting for an answer: the
-    /// heartbeat's refresh, which rebuilds a restarted shard's map.
+    /// heartbeat's refresh, which rebuilds a restarted shard's map. A full
+    /// shard skips it; the next heartbeat tries again.
     pub fn refresh(&self, user: i64, session: SessionHandle) {
-        self.shard(user).do_send(Register { user, session });
+        if let Err(error) = self.shard(user).try_send(Register { user, session }) {
+            tracing::debug!(user, error = %DeliverError::from(error), "registry refresh skipped");
+        }
     }
 
-    /// Removes one socket; a no-op if it was not registered.
+    /// Removes one socket; a no-op if it was not registered. If the shard
+    /// cannot take it now, the shard's sweep drops the ended session later.
     pub fn unregister(&self, user: i64, session: SessionId) {
-        self.shard(user).do_send(Unregister { user, session });
+        if let Err(error) = self.shard(user).try_send(Unregister { user, session }) {
+            tracing::debug!(user, error = %DeliverError::from(error), "unregister left to the sweep");
+        }
     }
 
     /// Sends `packet` to every socket `user` holds on this node, except
     /// `except` (the sender's own socket). Best-effort: a socket that cannot
     /// keep up is closed by its session.
-    pub fn deliver(&self, user: i64, packet: EncodedPacket, except: Option<SessionId>) {
-        self.shard(user).do_send(Deliver { user, packet, except });
+    ///
+    /// # Errors
+    ///
+    /// [`DeliverError`] when the user's shard cannot take it.
+    pub fn deliver(
+        &self,
+        user: i64,
+        packet: EncodedPacket,
+        except: Option<SessionId>,
+    ) -> Result<(), DeliverError> {
+        self.shard(user)
+            .try_send(Deliver {
+                user,
+                packet,
+                except,
+                ack: None,
+            })
+            .map_err(DeliverError::from)
+    }
+
+    /// Answers `ack` with `answer`, then sends `packet` to `user`'s sockets
+    /// but the one that asked, all through `user`'s shard: the ack then
+    /// keeps its place among the deliveries to `user`, so a client never
+    /// holds the id of its own message before an older one sent to it.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliverError`] when the shard cannot take it; the ack has then
+    /// been answered directly, and only the delivery is lost.
+    pub fn deliver_with_ack(
+        &self,
+        user: i64,
+        packet: EncodedPacket,
+        asker: SessionId,
+        ack: AckReply,
+        answer: Vec<Value>,
+    ) -> Result<(), DeliverError> {
+        let message = Deliver {
+            user,
+            packet,
+            except: Some(asker),
+            ack: Some((ack, answer)),
+        };
+        self.shard(user).try_send(message).map_err(|error| {
+            let failure = match &error {
+                MailboxError::Full(_) => DeliverError::Busy,
+                MailboxError::Closed(_) => DeliverError::Unavailable,
+            };
+            let (MailboxError::Full(message) | MailboxError::Closed(message)) = error;
+            if let Some((ack, answer)) = message.ack
+                && let Err(error) = ack.send(answer)
+            {
+                tracing::debug!(%error, user, "ack not delivered");
+            }
+            failure
+        })
     }
 
     /// How many sockets `user` holds on this node.
@@ -120,9 +208,15 @@ impl Actor for RegistryShard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Deliveries fan in from every session; a generous bound keeps
-        // `send` from waiting while still bounding memory.
+        // Deliveries fan in from every session and the writer; a generous
+        // bound keeps them from failing while still bounding memory.
         ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(SWEEP_INTERVAL, |shard, _| {
+            shard.sessions.retain(|_, list| {
+                list.retain(SessionHandle::is_connected);
+                !list.is_empty()
+            });
+        });
     }
 }
 
@@ -189,6 +283,8 @@ struct Deliver {
     user: i64,
     packet: EncodedPacket,
     except: Option<SessionId>,
+    /// Answered first (see `RegistryHandle::deliver_with_ack`).
+    ack: Option<(AckReply, Vec<Value>)>,
 }
 
 impl Handler<Deliver> for RegistryShard {
@@ -197,6 +293,11 @@ impl Handler<Deliver> for RegistryShard {
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         let sessions = &mut self.sessions;
         Self::guarded(ctx, (), move || {
+            if let Some((ack, answer)) = msg.ack
+                && let Err(error) = ack.send(answer)
+            {
+                tracing::debug!(%error, user = msg.user, "ack not delivered");
+            }
             let Some(list) = sessions.get_mut(&msg.user) else {
                 return;
             };

@@ -73,6 +73,13 @@ impl WriterHandle {
         Self { addr }
     }
 
+    /// Interim: runs `on_commit` with the outcome (replaced by the
+    /// commit-ordered writer).
+    pub fn submit(&self, message: Outgoing, on_commit: OnCommit) {
+        let writer = self.clone();
+        actix::spawn(async move { on_commit(writer.persist(message).await) });
+    }
+
     /// Stores `message`; resolves once it is committed (or refused).
     pub async fn persist(&self, message: Outgoing) -> Result<Stored, WriteError> {
         let (reply, answer) = oneshot::channel();
@@ -82,6 +89,9 @@ impl WriterHandle {
         answer.await.map_err(|_| WriteError::Unavailable)?
     }
 }
+
+/// Runs once per message with what became of it.
+pub type OnCommit = Box<dyn FnOnce(Result<Stored, WriteError>) + Send + 'static>;
 
 type Reply = oneshot::Sender<Result<Stored, WriteError>>;
 

@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use serde_json::{Value, json};
 
 use super::rate::TokenBucket;
-use super::replay::replay;
+use super::replay::Replayer;
 use super::{CHAT_NAMESPACE, ChatError, ChatLimits, Router, answer, chat_message, mark_read, typing};
 use crate::auth::JwtKeys;
 
@@ -22,6 +22,7 @@ pub struct ChatApp {
     router: Router,
     writer: WriterHandle,
     db: DbPool,
+    replayer: std::sync::Arc<Replayer>,
     limits: ChatLimits,
 }
 
@@ -31,6 +32,7 @@ impl ChatApp {
         registry: RegistryHandle,
         writer: WriterHandle,
         db: DbPool,
+        replayer: Replayer,
         limits: ChatLimits,
     ) -> Self {
         let router = Router::new(registry.clone());
@@ -40,6 +42,7 @@ impl ChatApp {
             router,
             writer,
             db,
+            replayer: std::sync::Arc::new(replayer),
             limits,
         }
     }
@@ -109,8 +112,13 @@ impl SocketApp for ChatApp {
             return;
         };
         let (user, since) = (member.user, member.since);
+        // Before registering, so that no live message reaches the session
+        // ahead of the replay: the session holds them back from here on.
+        if since.is_some() && session.begin_replay().is_err() {
+            return; // the session is closing
+        }
         let registry = self.registry.clone();
-        let db = self.db.clone();
+        let replayer = std::sync::Arc::clone(&self.replayer);
         let session = session.clone();
         // A short task: register, then replay. Nothing per socket outlives
         // it; later upkeep rides on the session's heartbeat.
@@ -132,7 +140,7 @@ impl SocketApp for ChatApp {
                 }
             }
             if let Some(since) = since {
-                replay(&db, &session, user, since).await;
+                replayer.run(&session, user, since).await;
             }
         });
     }

@@ -7,6 +7,7 @@ use aurum_actors::writer::{WriteError, WriterHandle};
 use aurum_schema::ids::UserId;
 use aurum_schema::models::messages::{Outgoing, Stored};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 
 use super::{ChatError, ChatLimits, Router, answer, id_field};
 
@@ -19,8 +20,23 @@ pub(super) async fn handle(
     payload: Value,
     ack: Option<AckReply>,
 ) {
-    let result = send(&writer, &router, &limits, &session, user, &payload).await;
-    answer(&session, ack, result);
+    let outgoing = match validate(&limits, user, &payload) {
+        Ok(outgoing) => outgoing,
+        Err(error) => return answer(&session, ack, Err(error)),
+    };
+    // The ack and the deliveries leave from the writer's thread, in commit
+    // order (see `committed`); this future only waits for them, so the
+    // session's bound on events in progress still holds back a sender.
+    let (done, finished) = oneshot::channel();
+    let origin = session.clone();
+    writer.submit(
+        outgoing,
+        Box::new(move |result| {
+            committed(&router, &origin, ack, result);
+            let _ = done.send(());
+        }),
+    );
+    let _ = finished.await;
 }
 
 fn validate(limits: &ChatLimits, user: i64, payload: &Value) -> Result<Outgoing, ChatError> {
@@ -68,40 +84,62 @@ fn validate(limits: &ChatLimits, user: i64, payload: &Value) -> Result<Outgoing,
     })
 }
 
-async fn send(
-    writer: &WriterHandle,
+/// Answers the sender and delivers a committed message. Runs on the
+/// writer's thread in commit order, so every user's sockets get their
+/// stream's messages, and the acks of their own, in id order (DESIGN.md,
+/// "Delivery": a client's largest id then never passes an id it lacks).
+fn committed(
     router: &Router,
-    limits: &ChatLimits,
     session: &SessionHandle,
-    user: i64,
-    payload: &Value,
-) -> Result<Value, ChatError> {
-    let outgoing = validate(limits, user, payload)?;
-    let stored = writer.persist(outgoing).await.map_err(|error| match error {
-        WriteError::Busy => ChatError::new("busy", error.to_string()),
-        WriteError::Unavailable => ChatError::new("unavailable", error.to_string()),
-    })?;
+    ack: Option<AckReply>,
+    result: Result<Stored, WriteError>,
+) {
+    let stored = match result {
+        Ok(stored) => stored,
+        Err(error) => {
+            let code = match error {
+                WriteError::Busy => "busy",
+                WriteError::Unavailable => "unavailable",
+            };
+            return answer(session, ack, Err(ChatError::new(code, error.to_string())));
+        }
+    };
     let (message, fresh) = match stored {
         Stored::New(message) => (message, true),
         Stored::Duplicate(message) => (message, false),
-        Stored::UnknownRecipient => return Err(ChatError::new("unknown_recipient", "no such user")),
+        Stored::UnknownRecipient => {
+            return answer(
+                session,
+                ack,
+                Err(ChatError::new("unknown_recipient", "no such user")),
+            );
+        }
         Stored::UnknownSender => {
-            return Err(ChatError::new(
-                "no_profile",
-                "create your profile before you chat",
-            ));
+            let error = ChatError::new("no_profile", "create your profile before you chat");
+            return answer(session, ack, Err(error));
         }
     };
     // One serialisation: the ack's `sent_at` is the event's, to the letter.
-    let event = serde_json::to_value(&message).unwrap_or(Value::Null);
-    let ack = json!({
+    let event = match serde_json::to_value(&message) {
+        Ok(event) => event,
+        Err(error) => {
+            // Stored, but not expressible: the sender hears why, and a
+            // retry with its client_id finds the stored message.
+            tracing::error!(%error, id = message.id, "a stored message could not be serialized");
+            let error = ChatError::new("internal", "the message was stored but cannot be shown");
+            return answer(session, ack, Err(error));
+        }
+    };
+    let reply = json!({
         "ok": true,
         "id": message.id,
         "conversation_id": message.conversation_id,
         "sent_at": event["sent_at"],
     });
     if fresh {
-        router.emit_to_pair("new_message", event, message.recipient_id, user, session.id());
+        router.deliver_committed(&message, event, session.id(), ack.map(|ack| (ack, vec![reply])));
+    } else {
+        // A retry: nothing new to deliver; its first copy already was.
+        answer(session, ack, Ok(reply));
     }
-    Ok(ack)
 }

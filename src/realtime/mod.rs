@@ -10,7 +10,7 @@ mod app;
 mod chat_message;
 mod mark_read;
 pub mod rate;
-mod replay;
+pub mod replay;
 mod router;
 mod startup;
 mod typing;

@@ -1,7 +1,8 @@
 //! [`Router`]: where events for a user go.
 
 use aurum_actors::registry::RegistryHandle;
-use aurum_actors::session::{EncodedPacket, SessionId};
+use aurum_actors::session::{AckReply, EncodedPacket, SessionId};
+use aurum_schema::models::messages::ChatMessage;
 use serde_json::Value;
 
 use super::CHAT_NAMESPACE;
@@ -35,9 +36,38 @@ impl Router {
         self.deliver(user, packet, Some(except));
     }
 
+    /// A committed message: `new_message` (`event`, its serialized form)
+    /// to the recipient's sockets and the sender's others, and the ack to
+    /// the socket that sent it, each through its user's shard so that it
+    /// keeps its place in that user's stream. Called in commit order.
+    pub fn deliver_committed(
+        &self,
+        message: &ChatMessage,
+        event: Value,
+        origin: SessionId,
+        ack: Option<(AckReply, Vec<Value>)>,
+    ) {
+        let packet = EncodedPacket::event(CHAT_NAMESPACE, "new_message", vec![event]).at_position(message.id);
+        self.deliver(message.recipient_id, packet.clone(), None);
+        match ack {
+            Some((ack, answer)) => {
+                let sent = self
+                    .registry
+                    .deliver_with_ack(message.sender_id, packet, origin, ack, answer);
+                if let Err(error) = sent {
+                    tracing::warn!(%error, user = message.sender_id, id = message.id, "delivery dropped");
+                }
+            }
+            None => self.deliver(message.sender_id, packet, Some(origin)),
+        }
+    }
+
     /// The one place events leave for a user's sockets: the cross-node
-    /// bridge will publish here too.
+    /// bridge will publish here too. A delivery the node cannot take is
+    /// logged; the member recovers it through `since` or the history.
     fn deliver(&self, user: i64, packet: EncodedPacket, except: Option<SessionId>) {
-        self.registry.deliver(user, packet, except);
+        if let Err(error) = self.registry.deliver(user, packet, except) {
+            tracing::warn!(%error, user, "delivery dropped");
+        }
     }
 }

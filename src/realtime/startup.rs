@@ -5,6 +5,7 @@ use std::time::Duration;
 use aurum_actors::registry::RegistryHandle;
 use aurum_actors::writer::WriterHandle;
 
+use super::replay::{ReplaySettings, Replayer};
 use super::{ChatApp, ChatLimits};
 
 /// The realtime side of a node: registry shards and the message writer,
@@ -33,11 +34,19 @@ impl Realtime {
             },
             arbiters.first(),
         );
+        let replayer = Replayer::new(
+            state.db.clone(),
+            &ReplaySettings {
+                concurrency: state.config.replay_concurrency,
+                max_backlog: state.config.replay_max_backlog,
+            },
+        );
         let app = ChatApp::new(
             state.jwt.clone(),
             registry.clone(),
             writer,
             state.db.clone(),
+            replayer,
             limits,
         );
         Self {

@@ -7,7 +7,8 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use actix::Addr;
 use futures_util::future::LocalBoxFuture;
@@ -184,6 +185,9 @@ pub enum DisconnectReason {
     ServerClose,
     /// The server is shutting down.
     ServerShutdown,
+    /// The server closed the transport so that the client connects again
+    /// (its replay could not be served); no DISCONNECT, so clients do.
+    Reconnect,
 }
 
 impl DisconnectReason {
@@ -200,6 +204,7 @@ impl DisconnectReason {
             Self::SlowConsumer => "slow_consumer",
             Self::ServerClose => "server_close",
             Self::ServerShutdown => "server_shutdown",
+            Self::Reconnect => "reconnect",
         }
     }
 }
@@ -252,6 +257,9 @@ pub enum SendError {
 pub struct EncodedPacket {
     pub(crate) text: Utf8Bytes,
     pub(crate) attachments: Vec<Bytes>,
+    /// Where the packet stands in its user's message stream (the message
+    /// id), for packets a replay may also send: see [`SessionHandle::begin_replay`].
+    pub(crate) position: Option<i64>,
 }
 
 impl EncodedPacket {
@@ -265,6 +273,7 @@ impl EncodedPacket {
         Self {
             text: socket::encode_frame(packet).into(),
             attachments: Vec::new(),
+            position: None,
         }
     }
 
@@ -275,7 +284,22 @@ impl EncodedPacket {
         Self {
             text,
             attachments: attachments.into_iter().map(Bytes::from).collect(),
+            position: None,
         }
+    }
+
+    /// The packet as the one at `position` (a message id) of its user's
+    /// stream: a session that is replaying holds such live packets back,
+    /// and one that has replayed up to `position` drops it as a duplicate.
+    #[must_use]
+    pub fn at_position(mut self, position: i64) -> Self {
+        self.position = Some(position);
+        self
+    }
+
+    /// The stream position, if the packet has one.
+    pub fn position(&self) -> Option<i64> {
+        self.position
     }
 
     /// The text frame, an Engine.IO MESSAGE holding the Socket.IO packet.
@@ -298,6 +322,47 @@ impl EncodedPacket {
 pub struct SessionHandle {
     id: SessionId,
     addr: Addr<Session>,
+    close: Arc<CloseRequest>,
+}
+
+/// A close asked for when the session's mailbox had no room for the
+/// request: the session reads it before the next message it handles (a
+/// full mailbox means there is one), so the request is bounded and never lost.
+#[derive(Debug, Default)]
+pub(crate) struct CloseRequest(AtomicU8);
+
+impl CloseRequest {
+    fn ask(&self, reason: DisconnectReason) {
+        let code = match reason {
+            DisconnectReason::SlowConsumer => 1,
+            DisconnectReason::Reconnect => 2,
+            _ => 3,
+        };
+        // The first request wins, as the first `close` does in the session.
+        let _ = self
+            .0
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The reason asked for, if any.
+    pub(crate) fn asked(&self) -> Option<DisconnectReason> {
+        match self.0.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(DisconnectReason::SlowConsumer),
+            2 => Some(DisconnectReason::Reconnect),
+            _ => Some(DisconnectReason::ServerClose),
+        }
+    }
+}
+
+/// Asks `addr` to close for `reason`: through its mailbox when there is
+/// room, else through `close`, which it reads before its next message.
+fn request_close(addr: &Addr<Session>, close: &CloseRequest, reason: DisconnectReason) {
+    use actix::prelude::SendError as MailboxError;
+    match addr.try_send(super::Close(reason)) {
+        Ok(()) | Err(MailboxError::Closed(_)) => {}
+        Err(MailboxError::Full(_)) => close.ask(reason),
+    }
 }
 
 impl fmt::Debug for SessionHandle {
@@ -307,8 +372,8 @@ impl fmt::Debug for SessionHandle {
 }
 
 impl SessionHandle {
-    pub(crate) fn new(id: SessionId, addr: Addr<Session>) -> Self {
-        Self { id, addr }
+    pub(crate) fn new(id: SessionId, addr: Addr<Session>, close: Arc<CloseRequest>) -> Self {
+        Self { id, addr, close }
     }
 
     /// The session's id.
@@ -359,23 +424,86 @@ impl SessionHandle {
     ///
     /// As [`SessionHandle::emit`].
     pub fn send(&self, packet: EncodedPacket) -> Result<(), SendError> {
-        deliver(&self.addr, packet)
+        deliver(&self.addr, &self.close, packet)
     }
 
     /// Disconnects the client from every namespace and closes the socket.
     pub fn close(&self) {
-        self.addr.do_send(super::Close(DisconnectReason::ServerClose));
+        request_close(&self.addr, &self.close, DisconnectReason::ServerClose);
+    }
+
+    /// Closes the transport without a DISCONNECT, so that the client
+    /// connects again by itself (and replays from its own `since`).
+    pub fn reconnect(&self) {
+        request_close(&self.addr, &self.close, DisconnectReason::Reconnect);
+    }
+
+    // ---- replay: a backlog streamed at the pace the client reads it ----
+
+    /// Starts a replay: from now until [`SessionHandle::finish_replay`],
+    /// live packets with a position are not sent but remembered (the
+    /// replay reads them from the database, where they are committed before
+    /// anyone delivers them), so the client gets the backlog and the live
+    /// traffic as one stream in position order, each position once.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionHandle::emit`]; the session is then closing.
+    pub fn begin_replay(&self) -> Result<(), SendError> {
+        use actix::prelude::SendError as MailboxError;
+        self.addr
+            .try_send(super::BeginReplay)
+            .map_err(|error| match error {
+                MailboxError::Full(_) => {
+                    request_close(&self.addr, &self.close, DisconnectReason::SlowConsumer);
+                    SendError::Full
+                }
+                MailboxError::Closed(_) => SendError::Closed,
+            })
+    }
+
+    /// Queues a page of replayed packets (none, to ask how much fits), then
+    /// waits until the client has read enough of what it was sent: the
+    /// answer is how many packets the next page may hold. A page must be no
+    /// larger than the last answer. Waiting here, not in the mailbox, is the
+    /// backpressure: the socket's own write completions free the room.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once the session is gone.
+    pub async fn replay_page(&self, packets: Vec<EncodedPacket>) -> Result<usize, SendError> {
+        let (reply, room) = tokio::sync::oneshot::channel();
+        self.addr
+            .send(super::ReplayPage { packets, reply })
+            .await
+            .map_err(|_| SendError::Closed)?;
+        room.await.map_err(|_| SendError::Closed)
+    }
+
+    /// Ends a replay that has sent every position up to `last`: `true` when
+    /// the session is live again (it drops live packets at or below `last`
+    /// from now on), `false` when a newer live packet was held back
+    /// meanwhile, so the replay must read on from `last`.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once the session is gone.
+    pub async fn finish_replay(&self, last: i64) -> Result<bool, SendError> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.addr
+            .send(super::FinishReplay { last, reply })
+            .await
+            .map_err(|_| SendError::Closed)?;
+        done.await.map_err(|_| SendError::Closed)
     }
 }
 
-fn deliver(addr: &Addr<Session>, packet: EncodedPacket) -> Result<(), SendError> {
+fn deliver(addr: &Addr<Session>, close: &CloseRequest, packet: EncodedPacket) -> Result<(), SendError> {
     use actix::prelude::SendError as MailboxError;
     match addr.try_send(super::Deliver(packet)) {
         Ok(()) => Ok(()),
         Err(MailboxError::Full(_)) => {
-            // One small message past the bound, sent once per overflow: the
-            // session stops at the first.
-            addr.do_send(super::Close(DisconnectReason::SlowConsumer));
+            close.ask(DisconnectReason::SlowConsumer);
             Err(SendError::Full)
         }
         Err(MailboxError::Closed(_)) => Err(SendError::Closed),
@@ -389,6 +517,7 @@ pub struct AckReply {
     nsp: String,
     id: u64,
     addr: Addr<Session>,
+    close: Arc<CloseRequest>,
 }
 
 impl fmt::Debug for AckReply {
@@ -401,8 +530,8 @@ impl fmt::Debug for AckReply {
 }
 
 impl AckReply {
-    pub(crate) fn new(nsp: String, id: u64, addr: Addr<Session>) -> Self {
-        Self { nsp, id, addr }
+    pub(crate) fn new(nsp: String, id: u64, addr: Addr<Session>, close: Arc<CloseRequest>) -> Self {
+        Self { nsp, id, addr, close }
     }
 
     /// The ack id the client chose.
@@ -417,7 +546,7 @@ impl AckReply {
     /// As [`SessionHandle::emit`].
     pub fn send(self, args: Vec<Value>) -> Result<(), SendError> {
         let packet = SocketPacket::ack(self.nsp, self.id, args);
-        deliver(&self.addr, EncodedPacket::from_packet(&packet))
+        deliver(&self.addr, &self.close, EncodedPacket::from_packet(&packet))
     }
 
     /// Answers with `args` holding placeholders for `attachments`, as a BINARY_ACK.
@@ -430,6 +559,6 @@ impl AckReply {
             return self.send(args);
         }
         let packet = BinaryPacket::new(SocketPacket::ack(self.nsp, self.id, args), attachments)?;
-        deliver(&self.addr, EncodedPacket::from_binary(packet))
+        deliver(&self.addr, &self.close, EncodedPacket::from_binary(packet))
     }
 }

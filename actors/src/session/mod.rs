@@ -23,11 +23,12 @@ use actix::prelude::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use self::app::CloseRequest;
 pub use self::app::{
     AckReply, AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, EncodedPacket, Event,
     SendError, SessionHandle, SessionId, SocketApp,
@@ -56,6 +57,37 @@ pub(crate) struct Deliver(pub(crate) EncodedPacket);
 #[rtype(result = "()")]
 pub(crate) struct Close(pub(crate) DisconnectReason);
 
+/// See [`SessionHandle::begin_replay`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct BeginReplay;
+
+/// See [`SessionHandle::replay_page`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ReplayPage {
+    pub(crate) packets: Vec<EncodedPacket>,
+    pub(crate) reply: oneshot::Sender<usize>,
+}
+
+/// See [`SessionHandle::finish_replay`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct FinishReplay {
+    pub(crate) last: i64,
+    pub(crate) reply: oneshot::Sender<bool>,
+}
+
+/// Where the client stands in its message stream: what becomes of live
+/// packets that carry a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    /// Sent, unless at or below `floor` (a replay already sent it).
+    Live { floor: i64 },
+    /// A replay is under way: held back (the replay reads them), the
+    /// newest remembered so the replay knows how far to read.
+    Replaying { newest_held: i64 },
+}
 enum NamespaceState {
     /// The application is deciding the CONNECT.
     Connecting,
@@ -87,6 +119,11 @@ pub(crate) struct Session {
     assembling: Option<BinaryAssembler>,
     pong_deadline: Option<SpawnHandle>,
     pending_events: usize,
+    stream: Stream,
+    /// A replay waiting for room in the outbound queue.
+    room_waiter: Option<oneshot::Sender<usize>>,
+    /// Closes asked for while the mailbox was full.
+    close_request: Arc<CloseRequest>,
     /// Set once, by [`Session::close`]: the session is on its way out.
     exit: Option<DisconnectReason>,
     shutdown: Option<watch::Receiver<bool>>,
@@ -119,6 +156,9 @@ impl Session {
                 assembling: None,
                 pong_deadline: None,
                 pending_events: 0,
+                stream: Stream::Live { floor: 0 },
+                room_waiter: None,
+                close_request: Arc::default(),
                 exit: None,
                 shutdown: Some(shutdown),
                 _live: live,
@@ -128,7 +168,21 @@ impl Session {
     }
 
     fn session_handle(&self, ctx: &Context<Self>) -> SessionHandle {
-        SessionHandle::new(self.id, ctx.address())
+        SessionHandle::new(self.id, ctx.address(), Arc::clone(&self.close_request))
+    }
+
+    /// Acts on a close that was asked for while the mailbox was full;
+    /// `true` when the session is closing.
+    fn closing(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.exit.is_none()
+            && let Some(reason) = self.close_request.asked()
+        {
+            if reason == DisconnectReason::SlowConsumer {
+                tracing::warn!(session = %self.id, "closing socket: mailbox full");
+            }
+            self.close(reason, ctx);
+        }
+        self.exit.is_some()
     }
 
     // ---- the one way out ----
@@ -196,6 +250,7 @@ impl Session {
             }
             // No DISCONNECT here: clients should reconnect, to another node.
             DisconnectReason::ServerShutdown => Some(close_frame(CloseCode::Away, "server shutting down")),
+            DisconnectReason::Reconnect => Some(close_frame(CloseCode::Again, "connect again")),
             DisconnectReason::PingTimeout => Some(close_frame(CloseCode::Normal, "ping timeout")),
             DisconnectReason::ConnectTimeout => Some(close_frame(CloseCode::Normal, "connect timeout")),
             DisconnectReason::ProtocolError => Some(close_frame(CloseCode::Protocol, "protocol error")),
@@ -230,7 +285,9 @@ impl Session {
     }
 
     fn queue_encoded(&mut self, packet: EncodedPacket, ctx: &mut Context<Self>) {
-        let EncodedPacket { text, attachments } = packet;
+        let EncodedPacket {
+            text, attachments, ..
+        } = packet;
         let frames = std::iter::once(Message::Text(text)).chain(attachments.into_iter().map(Message::Binary));
         // `Chain` is not `ExactSizeIterator`; collect the handful of frames.
         let frames: Vec<Message> = frames.collect();
@@ -259,6 +316,7 @@ impl Session {
             match written {
                 Ok(sink) => {
                     act.sink = Some(sink);
+                    act.grant_room();
                     if !act.queue.is_empty() {
                         act.flush(ctx);
                     } else if act.exit.is_some() {
@@ -272,6 +330,30 @@ impl Session {
                 }
             }
         }));
+    }
+
+    /// Frames the outbound queue can still take.
+    fn room(&self) -> usize {
+        self.config
+            .outbound_queue
+            .saturating_sub(self.queue.len() + self.in_flight)
+    }
+
+    /// Answers a waiting replay once the client has read enough: a page
+    /// may take the room there is but a quarter of the queue, which stays
+    /// free for acks, pings and the client's other traffic.
+    fn grant_room(&mut self) {
+        if self.room_waiter.is_none() || self.exit.is_some() {
+            return;
+        }
+        let reserve = (self.config.outbound_queue / 4).max(1);
+        let grant = self.room().saturating_sub(reserve);
+        if grant >= reserve
+            && let Some(waiter) = self.room_waiter.take()
+        {
+            // A replay that stopped waiting has nothing to be told.
+            let _ = waiter.send(grant);
+        }
     }
 
     // ---- heartbeat ----
@@ -300,7 +382,7 @@ impl Session {
         if let Some(deadline) = self.pong_deadline.take() {
             ctx.cancel_future(deadline);
             self.schedule_ping(ctx);
-            let handle = SessionHandle::new(self.id, ctx.address());
+            let handle = self.session_handle(ctx);
             for ns in &mut self.namespaces {
                 if let NamespaceState::Connected(state) = &mut ns.state {
                     self.app.heartbeat(&handle, &ns.name, state);
@@ -492,7 +574,7 @@ impl Session {
             return self.violation("event name is not a string", ctx);
         };
         let handle = self.session_handle(ctx);
-        let ack = id.map(|id| AckReply::new(nsp.clone(), id, ctx.address()));
+        let ack = id.map(|id| AckReply::new(nsp.clone(), id, ctx.address(), Arc::clone(&self.close_request)));
         let event = Event {
             nsp,
             name,
@@ -616,6 +698,19 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, Deliver(packet): Deliver, ctx: &mut Self::Context) {
+        if self.closing(ctx) {
+            return;
+        }
+        if let Some(position) = packet.position {
+            match &mut self.stream {
+                Stream::Replaying { newest_held } => {
+                    *newest_held = (*newest_held).max(position);
+                    return;
+                }
+                Stream::Live { floor } if position <= *floor => return,
+                Stream::Live { .. } => {}
+            }
+        }
         self.queue_encoded(packet, ctx);
     }
 }
@@ -624,10 +719,67 @@ impl Handler<Close> for Session {
     type Result = ();
 
     fn handle(&mut self, Close(reason): Close, ctx: &mut Self::Context) {
+        if self.closing(ctx) {
+            return;
+        }
         if reason == DisconnectReason::SlowConsumer {
             tracing::warn!(session = %self.id, "closing socket: mailbox full");
         }
         self.close(reason, ctx);
+    }
+}
+
+impl Handler<BeginReplay> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: BeginReplay, ctx: &mut Self::Context) {
+        if self.closing(ctx) {
+            return;
+        }
+        self.stream = Stream::Replaying { newest_held: 0 };
+    }
+}
+
+impl Handler<ReplayPage> for Session {
+    type Result = ();
+
+    fn handle(&mut self, ReplayPage { packets, reply }: ReplayPage, ctx: &mut Self::Context) {
+        if self.closing(ctx) {
+            return; // `reply` dropped: the replay stops
+        }
+        let frames: Vec<Message> = packets
+            .into_iter()
+            .flat_map(
+                |EncodedPacket {
+                     text, attachments, ..
+                 }| {
+                    std::iter::once(Message::Text(text)).chain(attachments.into_iter().map(Message::Binary))
+                },
+            )
+            .collect();
+        if !frames.is_empty() {
+            self.queue_frames(frames.into_iter(), ctx);
+        }
+        self.room_waiter = Some(reply);
+        self.grant_room();
+    }
+}
+
+impl Handler<FinishReplay> for Session {
+    type Result = ();
+
+    fn handle(&mut self, FinishReplay { last, reply }: FinishReplay, ctx: &mut Self::Context) {
+        if self.closing(ctx) {
+            return;
+        }
+        let live = match self.stream {
+            Stream::Replaying { newest_held } if newest_held > last => false,
+            _ => {
+                self.stream = Stream::Live { floor: last };
+                true
+            }
+        };
+        let _ = reply.send(live);
     }
 }
 

@@ -189,6 +189,35 @@ pub async fn since(
     .await
 }
 
+/// Whether `user`'s conversations hold more than `max` messages after
+/// `since`: counts at most `max + 1` of them, through the same index scans
+/// as [`since`].
+pub async fn backlog_over(
+    conn: &mut AsyncPgConnection,
+    user: UserId,
+    since: i64,
+    max: i64,
+) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let count: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM conversations c \
+         JOIN messages m ON m.conversation_id = c.id AND m.id > $2 \
+         WHERE c.id IN (SELECT id FROM conversations WHERE user_a = $1 \
+                        UNION ALL SELECT id FROM conversations WHERE user_b = $1) \
+         LIMIT $3) backlog",
+    )
+    .bind::<BigInt, _>(user.0)
+    .bind::<BigInt, _>(since)
+    .bind::<BigInt, _>(max.saturating_add(1))
+    .get_result(conn)
+    .await?;
+    Ok(count.n > max)
+}
+
 /// Records that `reader` has read `conversation` up to `message_id` (never
 /// moving backwards). Returns the other member to notify, or `None` when the
 /// reader is not a member or the message is not in that conversation.
