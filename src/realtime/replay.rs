@@ -98,25 +98,35 @@ impl Replayer {
 
     async fn stream(&self, session: &SessionHandle, user: i64, since: i64) -> Result<(), Stop> {
         let gone = |_| Stop::Gone;
-        if self.backlog_over(user, since).await? {
-            tracing::info!(
-                user,
-                since,
-                max = self.max_backlog,
-                "backlog too large to replay; resync"
-            );
-            session
-                .emit(CHAT_NAMESPACE, "resync_required", vec![json!({ "since": since })])
-                .map_err(gone)?;
-            session.finish_replay(since).await.map_err(gone)?;
-            return Ok(());
-        }
         let mut last = since;
         let mut room = session.replay_page(Vec::new()).await.map_err(gone)?;
+        let mut first = true;
         loop {
-            let limit = i64::try_from(room).unwrap_or(i64::MAX).max(1);
+            let mut limit = i64::try_from(room).unwrap_or(i64::MAX).max(1);
+            if first {
+                limit = limit.min(self.max_backlog.saturating_add(1));
+            }
             let page = self.page(user, last, limit).await?;
             let complete = (page.len() as i64) < limit;
+            // Most reconnects miss less than a page, which shows the
+            // backlog's size by itself; only a full first page smaller than
+            // the maximum costs a count of what is behind it.
+            if std::mem::take(&mut first)
+                && !complete
+                && (page.len() as i64 > self.max_backlog || self.backlog_over(user, since).await?)
+            {
+                tracing::info!(
+                    user,
+                    since,
+                    max = self.max_backlog,
+                    "backlog too large to replay; resync"
+                );
+                session
+                    .emit(CHAT_NAMESPACE, "resync_required", vec![json!({ "since": since })])
+                    .map_err(gone)?;
+                session.finish_replay(since).await.map_err(gone)?;
+                return Ok(());
+            }
             if let Some(newest) = page.last() {
                 last = newest.id;
             }
