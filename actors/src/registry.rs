@@ -155,7 +155,7 @@ impl RegistryHandle {
             };
             let (MailboxError::Full(message) | MailboxError::Closed(message)) = error;
             if let Some((ack, answer)) = message.ack
-                && let Err(error) = ack.send(answer)
+                && let Err(error) = answer_ack(ack, answer, message.packet.position())
             {
                 tracing::debug!(%error, user, "ack not delivered");
             }
@@ -173,6 +173,14 @@ impl RegistryHandle {
     #[doc(hidden)]
     pub fn crash_shard_of(&self, user: i64) {
         self.shard(user).do_send(Crash);
+    }
+}
+
+/// Sends an ack that names the message at `position`, if the delivery has one.
+fn answer_ack(ack: AckReply, answer: Vec<Value>, position: Option<i64>) -> Result<(), SendError> {
+    match position {
+        Some(position) => ack.send_at_position(answer, position),
+        None => ack.send(answer),
     }
 }
 
@@ -294,7 +302,7 @@ impl Handler<Deliver> for RegistryShard {
         let sessions = &mut self.sessions;
         Self::guarded(ctx, (), move || {
             if let Some((ack, answer)) = msg.ack
-                && let Err(error) = ack.send(answer)
+                && let Err(error) = answer_ack(ack, answer, msg.packet.position())
             {
                 tracing::debug!(%error, user = msg.user, "ack not delivered");
             }

@@ -8,6 +8,7 @@ mod helpers;
 
 mod auth;
 mod conversations;
+mod delivery;
 mod e2e;
 mod explain;
 mod messages;

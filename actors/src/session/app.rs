@@ -260,6 +260,9 @@ pub struct EncodedPacket {
     /// Where the packet stands in its user's message stream (the message
     /// id), for packets a replay may also send: see [`SessionHandle::begin_replay`].
     pub(crate) position: Option<i64>,
+    /// An ack at `position`: the client waits for it, so it is never
+    /// dropped, only held until a replay has sent every older position.
+    pub(crate) answer: bool,
 }
 
 impl EncodedPacket {
@@ -274,6 +277,7 @@ impl EncodedPacket {
             text: socket::encode_frame(packet).into(),
             attachments: Vec::new(),
             position: None,
+            answer: false,
         }
     }
 
@@ -285,6 +289,7 @@ impl EncodedPacket {
             text,
             attachments: attachments.into_iter().map(Bytes::from).collect(),
             position: None,
+            answer: false,
         }
     }
 
@@ -537,6 +542,21 @@ impl AckReply {
     /// The ack id the client chose.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Answers with `args`, an answer that names the message at
+    /// `position` of the client's stream (its own message's id): during a
+    /// replay it waits until every older position has been sent, so the
+    /// client never holds an id before the older ones it is owed.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionHandle::emit`].
+    pub fn send_at_position(self, args: Vec<Value>, position: i64) -> Result<(), SendError> {
+        let packet = SocketPacket::ack(self.nsp, self.id, args);
+        let mut packet = EncodedPacket::from_packet(&packet).at_position(position);
+        packet.answer = true;
+        deliver(&self.addr, &self.close, packet)
     }
 
     /// Answers with `args`.

@@ -122,6 +122,8 @@ pub(crate) struct Session {
     stream: Stream,
     /// A replay waiting for room in the outbound queue.
     room_waiter: Option<oneshot::Sender<usize>>,
+    /// Acks held back until the replay is through (see `Stream`).
+    held_answers: Vec<EncodedPacket>,
     /// Closes asked for while the mailbox was full.
     close_request: Arc<CloseRequest>,
     /// Set once, by [`Session::close`]: the session is on its way out.
@@ -158,6 +160,7 @@ impl Session {
                 pending_events: 0,
                 stream: Stream::Live { floor: 0 },
                 room_waiter: None,
+                held_answers: Vec::new(),
                 close_request: Arc::default(),
                 exit: None,
                 shutdown: Some(shutdown),
@@ -705,9 +708,20 @@ impl Handler<Deliver> for Session {
             match &mut self.stream {
                 Stream::Replaying { newest_held } => {
                     *newest_held = (*newest_held).max(position);
+                    if packet.answer {
+                        // At most one per event in progress, which the
+                        // session bounds; past the queue's size, the
+                        // client is not reading at all.
+                        if self.held_answers.len() >= self.config.outbound_queue {
+                            tracing::warn!(session = %self.id, "closing socket: acks piled up during a replay");
+                            self.close(DisconnectReason::SlowConsumer, ctx);
+                            return;
+                        }
+                        self.held_answers.push(packet);
+                    }
                     return;
                 }
-                Stream::Live { floor } if position <= *floor => return,
+                Stream::Live { floor } if position <= *floor && !packet.answer => return,
                 Stream::Live { .. } => {}
             }
         }
@@ -779,6 +793,11 @@ impl Handler<FinishReplay> for Session {
                 true
             }
         };
+        if live {
+            for answer in std::mem::take(&mut self.held_answers) {
+                self.queue_encoded(answer, ctx);
+            }
+        }
         let _ = reply.send(live);
     }
 }
