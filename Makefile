@@ -15,7 +15,8 @@ help:
 	@echo "make test            start PostgreSQL if needed, run every test"
 	@echo "make lint            cargo fmt --check and clippy -D warnings"
 	@echo "make bench-profiles  profile API benchmark on 1,000,000 profiles -> docs/benchmarks.md"
-	@echo "make bench-ws        Socket.IO benchmark: idle sockets and chat rates -> docs/benchmarks.md"
+	@echo "make bench-ws        Socket.IO benchmark: idle sockets, chat rates, replay -> docs/benchmarks.md"
+	@echo "                     (BENCH_WS_ONLY=replay make bench-ws: the replay alone)"
 
 build:
 	$(CARGO) build --workspace
@@ -65,8 +66,9 @@ bench-profiles: release
 	@export AURUM_BENCH_PG="$${AURUM_BENCH_PG:-$$(scripts/ensure-postgres.sh)}"; \
 	scripts/bench-profiles.sh
 
-# Idle sockets (RSS per socket, sockets/s) and chat at rising rates, with
-# the load generator (loadgen/, release); a few minutes.
+# Idle sockets (RSS per socket, sockets/s), chat at rising rates and a
+# replay storm, with the load generator (loadgen/, release); a few minutes.
+# BENCH_WS_ONLY=idle,chat,replay (any subset) runs only those parts.
 bench-ws: release
 	$(CARGO) build --release -p aurum-loadgen
 	@export AURUM_BENCH_PG="$${AURUM_BENCH_PG:-$$(scripts/ensure-postgres.sh)}"; \

@@ -37,17 +37,36 @@ def autogroup():
         return ""
 
 
-def write_block(root, begin, end, block):
-    """Puts `block` (which starts with `begin` and ends with `end`) into
-    docs/benchmarks.md, replacing that benchmark's previous figures and
-    leaving every other benchmark's untouched."""
+def docs_path(root):
+    return os.path.join(root, "docs", "benchmarks.md")
+
+
+def read_block(root, begin, end):
+    """The block between `begin` and `end` in docs/benchmarks.md, or None."""
     import re
 
-    path = os.path.join(root, "docs", "benchmarks.md")
+    path = docs_path(root)
+    if not os.path.exists(path):
+        return None
+    found = re.search(re.escape(begin) + ".*?" + re.escape(end), open(path).read(), flags=re.S)
+    return found.group(0) if found else None
+
+
+def write_block(root, begin, end, block, after=None):
+    """Puts `block` (which starts with `begin` and ends with `end`) into
+    docs/benchmarks.md, replacing that benchmark's previous figures and
+    leaving every other benchmark's untouched. A new block goes right after
+    the marker `after` when given and present, else at the end."""
+    import re
+
+    path = docs_path(root)
     text = (open(path).read() if os.path.exists(path)
             else "# Benchmarks\n\nFigures written by the `make bench-*` targets.\n")
     if begin in text:
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    elif after is not None and after in text:
+        head, tail = text.split(after, 1)
+        text = head + after + "\n\n" + block + tail
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     with open(path, "w") as f:

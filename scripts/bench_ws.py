@@ -12,9 +12,29 @@ Chat: 1,000 sender/recipient pairs (`aurum-loadgen chat`) at rising offered
 rates, persisted with acks; delivered %, delivery and ack latency, and the
 CPU each side used.
 
-The tables go to docs/benchmarks.md between the bench-ws markers, with the
-command and the machine. Knobs: BENCH_WS_IDLE (socket counts),
-BENCH_WS_RATES (msg/s), BENCH_WS_SECS, BENCH_WS_PAIRS, BENCH_WS_HOLD.
+Replay: a reconnect storm with a backlog. 1,000 recipients each hold 100
+messages and missed 1,000 more (from 10 partners each, interleaved as live
+traffic would be), inserted with SQL as the server writes them; on a fresh
+server all recipients connect at once (several `aurum-loadgen replay`
+processes, each from its own 127.0.0.x) with `since` = the last message
+they hold, and each counts its `new_message` events until it has all it
+missed: sockets complete, messages/s from the first connect to the last
+message, per-socket time to complete, out-of-order and duplicate ids,
+sockets the server closed, and the server's RSS before and at its peak.
+
+The idle and chat tables go to docs/benchmarks.md between the bench-ws
+markers, the replay table between the bench-ws-replay markers, each with
+the command and the machine. Replay rows are kept by their server label
+(BENCH_WS_LABEL, default the last commit that changed the server), so
+that a before and an after sit side by side; a run replaces only its own
+label's row.
+
+Knobs: BENCH_WS_ONLY (a comma-separated subset of idle,chat,replay: runs only
+those; the idle and chat table is written only when both ran, e.g.
+BENCH_WS_ONLY=replay for the replay alone), BENCH_WS_IDLE (socket counts),
+BENCH_WS_RATES (msg/s), BENCH_WS_SECS, BENCH_WS_PAIRS, BENCH_WS_HOLD,
+BENCH_WS_REPLAY_SOCKETS, BENCH_WS_REPLAY_MESSAGES (missed per socket),
+BENCH_WS_REPLAY_DEADLINE (s), BENCH_WS_LABEL.
 """
 
 import datetime as dt
@@ -25,6 +45,7 @@ import random
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -51,7 +72,17 @@ PAIRS = int(os.environ.get("BENCH_WS_PAIRS", "1000"))
 SENDER_RATE_LIMIT = 20  # messages/s per sender, burst 40 (the server's default)
 P99_TARGET_MS = 50.0
 IDLE_FIRST_USER = 1_000_000  # idle sockets need no profile; chat users are 1..20,000
+SCENARIOS = ("idle", "chat", "replay")
+ONLY = [x.strip() for x in os.environ.get("BENCH_WS_ONLY", ",".join(SCENARIOS)).split(",") if x.strip()]
+REPLAY_SOCKETS = int(os.environ.get("BENCH_WS_REPLAY_SOCKETS", "1000"))
+REPLAY_MESSAGES = int(os.environ.get("BENCH_WS_REPLAY_MESSAGES", "1000"))
+REPLAY_DEADLINE = int(os.environ.get("BENCH_WS_REPLAY_DEADLINE", "120"))
+REPLAY_HELD = 100  # messages each recipient already holds, at or below `since`
+REPLAY_PARTNERS = 10  # conversations per recipient; its messages come from all of them
+REPLAY_PROCS = 4  # load generator processes at least (more above PER_PROCESS sockets each)
+RSS_SAMPLE_SECS = 0.1
 BEGIN, END = "<!-- bench-ws:begin -->", "<!-- bench-ws:end -->"
+REPLAY_BEGIN, REPLAY_END = "<!-- bench-ws-replay:begin -->", "<!-- bench-ws-replay:end -->"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Where this invocation's source addresses start: random, because the
@@ -91,12 +122,39 @@ def prepare_database():
         log(run([AURUM, "seed", "--profiles", str(PROFILES), "--database-url", DB_URL]).strip())
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+class RssSampler:
+    """VmRSS of a process every RSS_SAMPLE_SECS on a thread of its own: the
+    peak of a burst that is over before anyone looks."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.samples = pid, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, rss_kib(self.pid))
+                self.samples += 1
+            except (OSError, RuntimeError):
+                return  # the process is gone
+            self._stop.wait(RSS_SAMPLE_SECS)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join()
 
 
 def fd_count(pid):
@@ -126,10 +184,13 @@ def postgres_ticks():
     return total
 
 
-def start_server(extra):
+def start_server(extra, log_file=None):
+    """A server in a session of its own; its log goes to `log_file` (an open
+    file) when given, else to this script's stderr."""
     env = dict(os.environ, DATABASE_URL=DB_URL, JWT_SECRET=SECRET, BIND=f"127.0.0.1:{HTTP_PORT}",
                WS_BIND=f"127.0.0.1:{WS_PORT}", RUST_LOG="warn", WS_PING_INTERVAL="25000", **extra)
-    server = subprocess.Popen([AURUM, "serve"], env=env, **bench_common.OWN_SESSION)
+    server = subprocess.Popen([AURUM, "serve"], env=env, stdout=log_file, stderr=log_file,
+                              **bench_common.OWN_SESSION)
     for _ in range(200):
         if server.poll() is not None:
             raise SystemExit(f"the server exited with {server.returncode}")
@@ -251,6 +312,165 @@ def chat_steps():
     return rows, stored
 
 
+def psql_script(script):
+    """Runs a multi-statement script (one statement at a time, stopping at
+    the first error) from a session of its own, as bulk loads here are."""
+    subprocess.run(["psql", DB_URL, "-qAt", "-v", "ON_ERROR_STOP=1", "-f", "-"], input=script, check=True,
+                   capture_output=True, text=True, **bench_common.OWN_SESSION)
+
+
+def replay_messages(first_k, last_k, sockets):
+    """Messages first_k..last_k (1-based, per recipient) of recipients
+    1..sockets, as the server's store_messages writes them: ids from
+    messages_id_seq taken in time order, interleaved across recipients as
+    live traffic is (k-th message of every recipient, then the next), each
+    from one of the recipient's partners in turn; no client_id (the load
+    generator's chat sends none)."""
+    return f"""
+INSERT INTO messages (id, conversation_id, sender_id, body, client_id, created_at)
+SELECT nextval('messages_id_seq'), o.conversation_id, o.sender, o.body, NULL, o.created_at
+FROM (SELECT c.id AS conversation_id, c.user_b AS sender,
+             'replay ' || k || ' to ' || r || ' ' || repeat('x', 40) AS body,
+             now() - interval '1 day' + ((k - 1) * {sockets} + r) * interval '1 millisecond' AS created_at
+      FROM generate_series({first_k}, {last_k}) AS k
+      CROSS JOIN generate_series(1, {sockets}) AS r
+      JOIN conversations c ON c.user_a = r AND c.user_b = {sockets} + 1 + (k - 1) % {REPLAY_PARTNERS}
+      ORDER BY k, r OFFSET 0) o;
+"""
+
+
+def seed_replay(sockets, missed):
+    """Recipients 1..sockets, each with REPLAY_PARTNERS conversations (the
+    partners are users sockets+1..sockets+REPLAY_PARTNERS), REPLAY_HELD
+    messages it holds and `missed` it missed. Returns `since`: the last id
+    every recipient holds, below all the messages it missed."""
+    if sockets + REPLAY_PARTNERS > PROFILES:
+        raise SystemExit(f"BENCH_WS_REPLAY_SOCKETS: at most {PROFILES - REPLAY_PARTNERS} (profiles)")
+    started = time.monotonic()
+    psql_script(f"""
+BEGIN;
+TRUNCATE messages, conversation_reads, conversations RESTART IDENTITY CASCADE;
+INSERT INTO conversations (user_a, user_b, created_at)
+SELECT r, {sockets} + p, now() - interval '2 days'
+FROM generate_series(1, {sockets}) AS r CROSS JOIN generate_series(1, {REPLAY_PARTNERS}) AS p
+ORDER BY r, p;
+{replay_messages(1, REPLAY_HELD, sockets)}
+COMMIT;
+""")
+    since = int(sql("SELECT coalesce(max(id), 0) FROM messages")[0])
+    psql_script(f"""
+BEGIN;
+{replay_messages(REPLAY_HELD + 1, REPLAY_HELD + missed, sockets)}
+-- As every stored message leaves its conversation.
+UPDATE conversations c SET last_message_id = m.id, last_message_at = m.created_at
+FROM (SELECT DISTINCT ON (conversation_id) conversation_id, id, created_at
+      FROM messages ORDER BY conversation_id, id DESC) m
+WHERE c.id = m.conversation_id;
+COMMIT;
+-- Statistics and the visibility map as a table that has lived a while has them.
+VACUUM (ANALYZE) conversations, messages;
+""")
+    after = int(sql(f"SELECT count(*) FROM messages WHERE id > {since}")[0])
+    if after != sockets * missed:
+        raise SystemExit(f"replay seed: {after:,} messages after since {since}, expected {sockets * missed:,}")
+    log(f"replay: seeded {sockets:,} recipients x ({REPLAY_HELD} held + {missed:,} missed) in "
+        f"{time.monotonic() - started:.1f} s, since = {since:,}")
+    return since
+
+
+def percentile(sorted_values, p):
+    """Nearest rank, as the load generator's stats do."""
+    if not sorted_values:
+        return None
+    rank = math.ceil(p * len(sorted_values))
+    return sorted_values[min(max(rank, 1), len(sorted_values)) - 1]
+
+
+def replay_case():
+    sockets, missed = REPLAY_SOCKETS, REPLAY_MESSAGES
+    since = seed_replay(sockets, missed)
+    procs = min(sockets, max(REPLAY_PROCS, math.ceil(sockets / PER_PROCESS)))
+    shares = [sockets // procs + (1 if i < sockets % procs else 0) for i in range(procs)]
+    server_log = open(os.path.join(TARGET, "bench-ws-replay-server.log"), "w+")
+    server = start_server({}, log_file=server_log)
+    try:
+        # Warm-up (not reported): sockets of users with no conversation come
+        # and go with the same `since`, so the pool's connections and the
+        # replay query's plan exist before the storm.
+        warm = loadgen(["replay", "--url", WS_URL, "--first-user", str(IDLE_FIRST_USER + 900_000),
+                        "--sockets", "20", "--messages", "0", "--since", str(since), "--deadline-secs", "30",
+                        "--local-addr", local_addr()])
+        warm.communicate(timeout=60)
+        time.sleep(2)
+        before = rss_kib(server.pid)
+        log(f"replay: {sockets:,} sockets x {missed:,} missed messages, {procs} load generators, "
+            f"RSS before {before / 1024:.1f} MiB")
+        with RssSampler(server.pid) as sampler:
+            ticks0 = (cpu_ticks(server.pid), postgres_ticks(), time.monotonic())
+            gens, first = [], 1
+            for share in shares:
+                gens.append(loadgen(["replay", "--url", WS_URL, "--first-user", str(first), "--sockets", str(share),
+                                     "--messages", str(missed), "--since", str(since),
+                                     "--deadline-secs", str(REPLAY_DEADLINE), "--local-addr", local_addr()]))
+                first += share
+            gen_ticks = [0] * len(gens)
+            reports = []
+            for i, g in enumerate(gens):
+                reports.append(read_json(g, "replay"))
+                gen_ticks[i] = cpu_ticks(g.pid)
+            ticks1 = (cpu_ticks(server.pid), postgres_ticks(), time.monotonic())
+        for g in gens:
+            g.wait(timeout=60)
+        hwm = rss_kib(server.pid, "VmHWM")
+        after = rss_kib(server.pid)
+        alive = server.poll() is None
+    finally:
+        stop_server(server)
+    server_log.seek(0)
+    mailbox_full = sum(1 for line in server_log if "mailbox full" in line)
+    server_log.close()
+
+    total = {key: sum(r[key] for r in reports) for key in (
+        "connected", "connect_failed", "complete", "delivered", "expected", "duplicates", "out_of_order",
+        "foreign", "extra", "resync_required", "error_events", "closed_by_server", "closed_after_complete",
+        "incomplete_open")}
+    how, failures = {}, {}
+    for r in reports:
+        for kind, n in r["closed_by_server_how"].items():
+            how[kind] = how.get(kind, 0) + n
+        for kind, n in r["connect_failures"].items():
+            failures[kind] = failures.get(kind, 0) + n
+    start = min(r["start_unix_ms"] for r in reports)
+    lasts = [r["last_message_unix_ms"] for r in reports if r["last_message_unix_ms"] is not None]
+    span_ms = max(lasts) - start if lasts else None
+    closes = [r["last_close_unix_ms"] for r in reports if r["last_close_unix_ms"] is not None]
+    last_close_ms = max(closes) - start if closes else None
+    complete_ms = sorted(t for r in reports for t in r["complete_ms"])
+    wall = ticks1[2] - ticks0[2]
+    cpu = [(ticks1[0] - ticks0[0]) / CLK_TCK / wall * 100, (ticks1[1] - ticks0[1]) / CLK_TCK / wall * 100,
+           sum(gen_ticks) / CLK_TCK / wall * 100]
+    row = dict(total, sockets=sockets, missed=missed, since=since, procs=procs, span_ms=span_ms,
+               per_sec=(total["delivered"] / (span_ms / 1000) if span_ms else 0.0),
+               complete_p50=percentile(complete_ms, 0.50), complete_p99=percentile(complete_ms, 0.99),
+               complete_max=complete_ms[-1] if complete_ms else None, closed_how=how, connect_failures=failures,
+               last_close_ms=last_close_ms, timed_out=any(r["timed_out"] for r in reports), before=before,
+               # The kernel updates VmHWM lazily (it can read below a VmRSS
+               # sampled earlier); the larger of the two is the peak.
+               peak=max(sampler.peak, hwm), sampled_peak=sampler.peak, hwm=hwm, after=after,
+               samples=sampler.samples, alive=alive, mailbox_full=mailbox_full, cpu=cpu,
+               first_error=next((r["first_error"] for r in reports if r["first_error"]), None))
+    log(f"replay: {total['complete']:,} of {sockets:,} sockets complete, {total['delivered']:,} of "
+        f"{total['expected']:,} messages in {ms(span_ms)} ms ({row['per_sec']:,.0f}/s), complete p50 "
+        f"{ms(row['complete_p50'])} ms p99 {ms(row['complete_p99'])} ms, out of order {total['out_of_order']}, "
+        f"duplicates {total['duplicates']}, closed by server {total['closed_by_server']:,} {how or ''} "
+        f"(last {ms(last_close_ms)} ms), open at deadline {total['incomplete_open']:,}, resync "
+        f"{total['resync_required']}, connect failed {total['connect_failed']} {failures or ''}, RSS "
+        f"{before / 1024:.1f} -> sampled peak {sampler.peak / 1024:.1f} MiB (VmHWM {hwm / 1024:.1f}), "
+        f"'mailbox full' warnings {mailbox_full:,}, CPU server {cpu[0]:.0f}% pg {cpu[1]:.0f}% "
+        f"loadgen {cpu[2]:.0f}%{'' if alive else ', THE SERVER DIED'}")
+    return row
+
+
 def machine():
     return bench_common.machine(sql("SHOW server_version")[0])
 
@@ -341,17 +561,132 @@ def write_report(idle, chat, stored):
     print(block)
 
 
+SERVER_PATHS = ["src", "actors", "schema", "migrations", "Cargo.lock"]
+
+
+def label():
+    """Names the server a replay row measured: BENCH_WS_LABEL, else the last
+    commit that changed the server's code (a commit that only touches the
+    benchmark measures the same server), marked when the tree differs."""
+    if os.environ.get("BENCH_WS_LABEL"):
+        return os.environ["BENCH_WS_LABEL"].replace("|", "/")
+    try:
+        commit = run(["git", "-C", ROOT, "log", "-1", "--format=%h", "--", *SERVER_PATHS]).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    dirty = subprocess.run(["git", "-C", ROOT, "diff", "--quiet", "HEAD", "--", *SERVER_PATHS]).returncode != 0
+    return f"`{commit}`" + (" + changes" if dirty else "")
+
+
+def knobs():
+    """The BENCH_WS_* settings of this run, as they would be typed."""
+    set_ = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("BENCH_WS_") and k != "BENCH_WS_LABEL"]
+    return " ".join(set_)
+
+
+def replay_row(r):
+    closed = f"{r['closed_by_server']:,}"
+    if r["closed_how"]:
+        closed += f" ({', '.join(f'{k}: {v:,}' for k, v in sorted(r['closed_how'].items()))})"
+    if r["last_close_ms"] is not None:
+        closed += f", the last {ms(r['last_close_ms'])} ms after the first connect"
+    if r["closed_after_complete"]:
+        closed += f"; after complete: {r['closed_after_complete']:,}"
+    other = [f"{name}: {r[key]:,}" for key, name in (
+        ("connect_failed", "connect failed"), ("resync_required", "resync_required"),
+        ("error_events", "error events"), ("foreign", "foreign"), ("extra", "extra"))
+        if r[key]]
+    if not r["alive"]:
+        other.append("server died")
+    cpu = " / ".join(f"{c:.0f}" for c in r["cpu"])
+    run_cell = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}" + (f", `{knobs()}`" if knobs() else "")
+    return (f"| {label()} | {run_cell} | {r['sockets']:,} x {r['missed']:,} | {r['procs']} | {r['connected']:,} | "
+            f"**{r['complete']:,}** | {r['delivered']:,} / {r['expected']:,} | {ms(r['span_ms'])} | "
+            f"{r['per_sec']:,.0f} | {ms(r['complete_p50'])} / {ms(r['complete_p99'])} | "
+            f"{r['out_of_order']:,} | {r['duplicates']:,} | {closed} | {r['incomplete_open']:,} | "
+            f"{'; '.join(other) or '-'} | {r['before'] / 1024:.1f} | {r['peak'] / 1024:.1f} | "
+            f"{cpu} |")
+
+
+def write_replay_report(r):
+    header = ("| server | run (UTC) | sockets x missed | loadgen procs | connected | complete | delivered / expected "
+              "| first connect to last message ms | messages/s | complete p50 / p99 ms | out of order | duplicates "
+              "| closed by server | open at deadline | other | RSS before MiB | peak RSS MiB "
+              "| CPU server / PostgreSQL / loadgen % |")
+    rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---|"
+    # Rows of other servers stay, so that a before and an after sit side by side.
+    this = label()
+    kept = []
+    old = bench_common.read_block(ROOT, REPLAY_BEGIN, REPLAY_END)
+    if old and rule in old:
+        for line in old.split(rule, 1)[1].lstrip("\n").splitlines():
+            if not line.startswith("| "):
+                break
+            if line.split("|")[1].strip() != this:
+                kept.append(line)
+    lines = [
+        REPLAY_BEGIN,
+        "## Replay on reconnect (`make bench-ws`)",
+        "",
+        f"Latest run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}.",
+        "Command: `make bench-ws` (all of it), or `BENCH_WS_ONLY=replay make bench-ws` for this table alone "
+        "(the run column shows the settings a row ran with). A reconnect storm with a backlog: each recipient holds "
+        f"{REPLAY_HELD} messages and missed the next ones (the sockets x missed column), from {REPLAY_PARTNERS} "
+        "partners each, interleaved across recipients as live traffic would be; inserted with SQL as "
+        "`store_messages` writes them (ids from `messages_id_seq` in time order, `last_message_id` / "
+        "`last_message_at` set), then `VACUUM (ANALYZE)`. A fresh server (`RUST_LOG=warn`, default pool), an "
+        "unreported warm-up of 20 sockets with nothing to replay; then every recipient connects at once "
+        f"(`aurum-loadgen replay`, at least {REPLAY_PROCS} processes, each from its own 127.0.0.x, all handshakes "
+        "in flight together) with `auth: { token, since }`, `since` = the last id they hold, and counts "
+        "`new_message` until it has every message it missed, within "
+        f"{REPLAY_DEADLINE} s of its first connect. Complete = sockets with every missed message (should be all); "
+        "out of order = ids below one already received (or at or below `since`); duplicates = ids received twice (both should be 0); "
+        "closed by server = sockets the server ended before they were complete, by how they ended "
+        "(`reset_without_close`: the TCP connection dropped without a WebSocket close, as the server drops a slow "
+        "consumer); open at deadline = incomplete sockets still open when the load generator gave up. "
+        "Messages/s = distinct messages delivered / (last message - first connect attempt); complete p50 / p99 = "
+        "each complete socket's time from its connect attempt to its last missed message. RSS before = VmRSS "
+        "after the warm-up; peak RSS = the larger of the largest VmRSS sampled every "
+        f"{RSS_SAMPLE_SECS * 1000:.0f} ms during the replay and VmHWM (the kernel's peak since start-up, which it "
+        "updates lazily) read after it. CPU is percent of one core from the first connect to the last report (PostgreSQL = all its "
+        "processes). Rows are kept across runs by their server (`BENCH_WS_LABEL`, default the last commit that changed the "
+        "server's code): a run replaces its own server's row.",
+        "",
+        header,
+        rule,
+        *kept,
+        replay_row(r),
+        "",
+        f"This run's server log had {r['mailbox_full']:,} \"closing socket: mailbox full\" warnings "
+        "(`bench-ws-replay-server.log` in the cargo target directory).",
+        REPLAY_END,
+    ]
+    block = "\n".join(lines)
+    bench_common.write_block(ROOT, REPLAY_BEGIN, REPLAY_END, block, after=END)
+    print(block)
+
+
 def main():
     for binary in (AURUM, LOADGEN):
         if not os.access(binary, os.X_OK):
             raise SystemExit(f"{binary} missing: run `make bench-ws` (it builds both)")
+    unknown = [x for x in ONLY if x not in SCENARIOS]
+    if unknown or not ONLY:
+        raise SystemExit(f"BENCH_WS_ONLY: a comma-separated subset of {','.join(SCENARIOS)}, not {unknown or 'nothing'}")
     prepare_database()
     idle = []
-    for sockets in IDLE_COUNTS:
-        log(f"idle: {sockets:,} sockets")
-        idle.append(idle_case(sockets))
-    chat, stored = chat_steps()
-    write_report(idle, chat, stored)
+    if "idle" in ONLY:
+        for sockets in IDLE_COUNTS:
+            log(f"idle: {sockets:,} sockets")
+            idle.append(idle_case(sockets))
+    if "chat" in ONLY:
+        chat, stored = chat_steps()
+    if "idle" in ONLY and "chat" in ONLY:
+        write_report(idle, chat, stored)
+    elif "idle" in ONLY or "chat" in ONLY:
+        log("idle and chat figures are written to docs/benchmarks.md only when both run")
+    if "replay" in ONLY:
+        write_replay_report(replay_case())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 mod chat;
 mod idle;
 mod proto;
+mod replay;
 mod stats;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Idle(idle::IdleArgs),
     /// Sender/recipient pairs at an offered message rate; latency report.
     Chat(chat::ChatArgs),
+    /// Sockets connect at once with `since`; each counts its replayed messages.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Idle(args) => idle::run(args).await,
             Command::Chat(args) => chat::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
         }
     });
     // Sockets still held by tasks close with the process.

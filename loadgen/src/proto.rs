@@ -150,6 +150,27 @@ impl Tokens {
 /// Opens a socket from `local` (port chosen by the kernel), upgrades it,
 /// reads OPEN, sends CONNECT with `token` and waits for the answer.
 pub async fn connect(target: &Target, local: Option<Ipv4Addr>, token: &str) -> Result<Ws, Error> {
+    handshake(target, local, &format!("{{\"token\":\"{token}\"}}")).await
+}
+
+/// As [`connect`], with `since` in the auth: the server replays every
+/// message after it once the CONNECT is answered.
+pub async fn connect_since(
+    target: &Target,
+    local: Option<Ipv4Addr>,
+    token: &str,
+    since: i64,
+) -> Result<Ws, Error> {
+    handshake(
+        target,
+        local,
+        &format!("{{\"token\":\"{token}\",\"since\":{since}}}"),
+    )
+    .await
+}
+
+/// The TCP connect, the upgrade, OPEN, and CONNECT with `auth` (a JSON object).
+async fn handshake(target: &Target, local: Option<Ipv4Addr>, auth: &str) -> Result<Ws, Error> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     if let Some(ip) = local {
@@ -168,8 +189,7 @@ pub async fn connect(target: &Target, local: Option<Ipv4Addr>, token: &str) -> R
     if !open.starts_with("0{") {
         return Err(Error::Protocol(format!("expected OPEN, got {open:.60}")));
     }
-    ws.send(Message::text(format!("40{{\"token\":\"{token}\"}}")))
-        .await?;
+    ws.send(Message::text(format!("40{auth}"))).await?;
     loop {
         let answer = next_text(&mut ws).await?;
         if answer == "2" {
