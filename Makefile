@@ -8,7 +8,7 @@ SEED_PROFILES ?= 100000
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 AURUM := $(TARGET_DIR)/release/aurum
 
-.PHONY: help run test lint fmt build release bench-profiles bench-ws
+.PHONY: help run test lint fmt build release bench-profiles bench-ws soak-delivery
 
 help:
 	@echo "make run             start PostgreSQL if needed, migrate, seed $(SEED_PROFILES) profiles, serve"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-profiles  profile API benchmark on 1,000,000 profiles -> docs/benchmarks.md"
 	@echo "make bench-ws        Socket.IO benchmark: idle sockets, chat rates, replay -> docs/benchmarks.md"
 	@echo "                     (BENCH_WS_ONLY=replay make bench-ws: the replay alone)"
+	@echo "make soak-delivery   the randomized delivery test, longer: DELIVERY_SEEDS (20) runs of DELIVERY_SECS (15) each"
 
 build:
 	$(CARGO) build --workspace
@@ -73,3 +74,11 @@ bench-ws: release
 	$(CARGO) build --release -p aurum-loadgen
 	@export AURUM_BENCH_PG="$${AURUM_BENCH_PG:-$$(scripts/ensure-postgres.sh)}"; \
 	python3 scripts/bench_ws.py
+
+# The randomized delivery test of `make test` (tests/it/delivery.rs), with
+# more seeds for longer: every recipient must end with every committed
+# message of its conversations, none out of order on a connection.
+soak-delivery: tests/e2e/node_modules/.package-lock.json
+	@export AURUM_TEST_PG="$${AURUM_TEST_PG:-$$(scripts/ensure-postgres.sh)}"; \
+	export DELIVERY_SEEDS="$${DELIVERY_SEEDS:-20}" DELIVERY_SECS="$${DELIVERY_SECS:-15}"; \
+	$(CARGO) test --test integration -- --nocapture --exact delivery::no_message_is_skipped_across_random_reconnects

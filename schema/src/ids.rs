@@ -23,3 +23,15 @@ impl std::fmt::Display for UserId {
         self.0.fmt(f)
     }
 }
+
+/// A conversation's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConversationId(pub i64);
+
+/// A message's id: also its place in the stream of each member of its
+/// conversation (ids commit in order, see `models::messages`), which is
+/// what a client's `since` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(pub i64);

@@ -2,7 +2,7 @@
 //! (and the reader's other sockets) get `message_read`.
 
 use aurum_actors::session::{AckReply, SessionHandle};
-use aurum_schema::ids::UserId;
+use aurum_schema::ids::{ConversationId, MessageId, UserId};
 use aurum_schema::models::messages;
 use aurum_schema::pool::DbPool;
 use serde_json::{Value, json};
@@ -37,16 +37,21 @@ async fn mark(
         )
     };
     let mut conn = db.get().await.map_err(unavailable)?;
-    let other = messages::mark_read(&mut conn, UserId(user), conversation_id, message_id)
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "mark_read failed");
-            ChatError::new(
-                "unavailable",
-                "read marks cannot be stored right now; retry shortly",
-            )
-        })?
-        .ok_or_else(|| ChatError::new("not_found", "no such message in a conversation of yours"))?;
+    let other = messages::mark_read(
+        &mut conn,
+        UserId(user),
+        ConversationId(conversation_id),
+        MessageId(message_id),
+    )
+    .await
+    .map_err(|error| {
+        tracing::error!(%error, "mark_read failed");
+        ChatError::new(
+            "unavailable",
+            "read marks cannot be stored right now; retry shortly",
+        )
+    })?
+    .ok_or_else(|| ChatError::new("not_found", "no such message in a conversation of yours"))?;
     let event = json!({ "conversation_id": conversation_id, "reader_id": user, "message_id": message_id });
     router.emit_to_pair("message_read", event, other.0, user, session.id());
     Ok(json!({ "ok": true }))

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use aurum_actors::session::{EncodedPacket, SessionHandle};
-use aurum_schema::ids::UserId;
+use aurum_schema::ids::{MessageId, UserId};
 use aurum_schema::models::messages::{self, ChatMessage};
 use aurum_schema::pool::DbPool;
 use serde_json::json;
@@ -147,7 +147,7 @@ impl Replayer {
             tracing::warn!(%error, user, "replay: no database connection");
             Stop::Failed
         })?;
-        messages::backlog_over(&mut conn, UserId(user), since, self.max_backlog)
+        messages::backlog_over(&mut conn, UserId(user), MessageId(since), self.max_backlog)
             .await
             .map_err(|error| {
                 tracing::error!(%error, user, "replay: backlog count failed");
@@ -162,7 +162,7 @@ impl Replayer {
             tracing::warn!(%error, user, "replay: no database connection");
             Stop::Failed
         })?;
-        messages::since(&mut conn, UserId(user), since, limit)
+        messages::since(&mut conn, UserId(user), MessageId(since), limit)
             .await
             .map_err(|error| {
                 tracing::error!(%error, user, "replay query failed");

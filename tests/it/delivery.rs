@@ -31,7 +31,8 @@ fn seeds() -> Vec<u64> {
 }
 
 fn run_for() -> Duration {
-    let secs = std::env::var("DELIVERY_SECS").map_or(2.0, |s| s.parse::<f64>().expect("DELIVERY_SECS is seconds"));
+    let secs =
+        std::env::var("DELIVERY_SECS").map_or(2.0, |s| s.parse::<f64>().expect("DELIVERY_SECS is seconds"));
     Duration::from_secs_f64(secs)
 }
 
@@ -83,7 +84,8 @@ async fn one_run(seed: u64, run_for: Duration) -> (usize, usize) {
                             for (user, token) in users {
                                 let sockets = if user % 3 == 0 { 2 } else { 1 };
                                 for socket in 0..sockets {
-                                    let rng = SmallRng::seed_from_u64(seed * 1_000 + user as u64 * 10 + socket);
+                                    let rng =
+                                        SmallRng::seed_from_u64(seed * 1_000 + user as u64 * 10 + socket);
                                     tasks.push(tokio::task::spawn_local(send_until(
                                         ws_base.clone(),
                                         token.clone(),
@@ -121,7 +123,9 @@ async fn one_run(seed: u64, run_for: Duration) -> (usize, usize) {
     let mut sent = 0;
     for thread in threads {
         // Not joined on this thread: it runs the server's accept loop.
-        sent += tokio::task::spawn_blocking(move || thread.join().unwrap()).await.unwrap();
+        sent += tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
     }
     let mut reconnects = 0;
     let client = app.db.client().await;
@@ -166,7 +170,11 @@ async fn send_until(
         let recipient = recipients[rng.random_range(0..recipients.len())];
         ack_id += 1;
         let ack = client
-            .emit_ack(ack_id, "chat_message", json!({ "recipient_id": recipient, "message": "hi" }))
+            .emit_ack(
+                ack_id,
+                "chat_message",
+                json!({ "recipient_id": recipient, "message": "hi" }),
+            )
             .await;
         match ack["ok"].as_bool() {
             Some(true) => acked += 1,

@@ -1,6 +1,6 @@
 //! The message store: batches, idempotent retries, replay and read marks.
 
-use aurum_schema::ids::UserId;
+use aurum_schema::ids::{ConversationId, MessageId, UserId};
 use aurum_schema::models::messages::{self, Outgoing, Stored};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 
@@ -169,35 +169,59 @@ async fn since_replays_in_id_order_and_marks_read() {
         .filter(|m| m.sender_id == 1 || m.recipient_id == 1)
         .map(|m| m.id)
         .collect();
-    let replay = messages::since(&mut conn, UserId(1), 0, 100).await.unwrap();
+    let replay = messages::since(&mut conn, UserId(1), MessageId(0), 100)
+        .await
+        .unwrap();
     assert_eq!(replay.iter().map(|m| m.id).collect::<Vec<_>>(), mine);
-    let after_second = messages::since(&mut conn, UserId(1), mine[1], 2).await.unwrap();
+    let after_second = messages::since(&mut conn, UserId(1), MessageId(mine[1]), 2)
+        .await
+        .unwrap();
     assert_eq!(after_second.iter().map(|m| m.id).collect::<Vec<_>>(), mine[2..4]);
 
     let to_two = ids.iter().find(|m| m.recipient_id == 2).unwrap();
-    let notified = messages::mark_read(&mut conn, UserId(2), to_two.conversation_id, to_two.id)
-        .await
-        .unwrap();
+    let notified = messages::mark_read(
+        &mut conn,
+        UserId(2),
+        ConversationId(to_two.conversation_id),
+        MessageId(to_two.id),
+    )
+    .await
+    .unwrap();
     assert_eq!(notified, Some(UserId(1)));
     // Not a member, or a message of another conversation: nothing happens.
     assert_eq!(
-        messages::mark_read(&mut conn, UserId(5), to_two.conversation_id, to_two.id)
-            .await
-            .unwrap(),
+        messages::mark_read(
+            &mut conn,
+            UserId(5),
+            ConversationId(to_two.conversation_id),
+            MessageId(to_two.id)
+        )
+        .await
+        .unwrap(),
         None
     );
     let other = ids.iter().find(|m| m.sender_id == 4).unwrap();
     assert_eq!(
-        messages::mark_read(&mut conn, UserId(2), to_two.conversation_id, other.id)
-            .await
-            .unwrap(),
+        messages::mark_read(
+            &mut conn,
+            UserId(2),
+            ConversationId(to_two.conversation_id),
+            MessageId(other.id)
+        )
+        .await
+        .unwrap(),
         None
     );
     // Never backwards.
     let first_to_two = ids.iter().find(|m| m.recipient_id == 2).unwrap().id;
-    messages::mark_read(&mut conn, UserId(2), to_two.conversation_id, first_to_two)
-        .await
-        .unwrap();
+    messages::mark_read(
+        &mut conn,
+        UserId(2),
+        ConversationId(to_two.conversation_id),
+        MessageId(first_to_two),
+    )
+    .await
+    .unwrap();
     let client = app.db.client().await;
     let rows = client
         .query(

@@ -16,7 +16,7 @@ use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 
-use crate::ids::UserId;
+use crate::ids::{ConversationId, MessageId, UserId};
 use crate::json_time;
 use crate::raw::{Bind, RawSql};
 
@@ -172,7 +172,7 @@ pub async fn store_batch(conn: &mut AsyncPgConnection, batch: &[Outgoing]) -> Qu
 pub async fn since(
     conn: &mut AsyncPgConnection,
     user: UserId,
-    since: i64,
+    since: MessageId,
     limit: i64,
 ) -> QueryResult<Vec<ChatMessage>> {
     diesel::sql_query(format!(
@@ -183,7 +183,7 @@ pub async fn since(
          ORDER BY m.id LIMIT $3"
     ))
     .bind::<BigInt, _>(user.0)
-    .bind::<BigInt, _>(since)
+    .bind::<BigInt, _>(since.0)
     .bind::<BigInt, _>(limit)
     .load(conn)
     .await
@@ -195,7 +195,7 @@ pub async fn since(
 pub async fn backlog_over(
     conn: &mut AsyncPgConnection,
     user: UserId,
-    since: i64,
+    since: MessageId,
     max: i64,
 ) -> QueryResult<bool> {
     #[derive(QueryableByName)]
@@ -211,7 +211,7 @@ pub async fn backlog_over(
          LIMIT $3) backlog",
     )
     .bind::<BigInt, _>(user.0)
-    .bind::<BigInt, _>(since)
+    .bind::<BigInt, _>(since.0)
     .bind::<BigInt, _>(max.saturating_add(1))
     .get_result(conn)
     .await?;
@@ -224,8 +224,8 @@ pub async fn backlog_over(
 pub async fn mark_read(
     conn: &mut AsyncPgConnection,
     reader: UserId,
-    conversation: i64,
-    message_id: i64,
+    conversation: ConversationId,
+    message_id: MessageId,
 ) -> QueryResult<Option<UserId>> {
     #[derive(QueryableByName)]
     struct Other {
@@ -254,8 +254,8 @@ pub async fn mark_read(
         ],
         vec![
             Bind::Int8(reader.0),
-            Bind::Int8(conversation),
-            Bind::Int8(message_id),
+            Bind::Int8(conversation.0),
+            Bind::Int8(message_id.0),
         ],
     )
     .get_result(conn)
