@@ -113,6 +113,24 @@ test("a client that was away gets what it missed through since", async () => {
   assert.deepEqual(got.map((m) => m.message), ["while away 1", "while away 2"]);
 });
 
+test("a member away for long gets every missed message, in order, with since: 0", async () => {
+  const missed = process.env.AURUM_AWAY_MISSED.split(",").map(Number);
+  const socket = connect(process.env.AURUM_TOKEN_AWAY, { since: 0 });
+  const got = [];
+  let closed = null;
+  socket.on("disconnect", (reason) => { closed = reason; });
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${got.length} of ${missed.length} within 30 s (${closed})`)), 30000);
+    socket.on("new_message", (m) => {
+      got.push(m.id);
+      if (got.length === missed.length) { clearTimeout(timer); resolve(); }
+    });
+  });
+  assert.deepEqual(got, missed);
+  assert.equal(closed, null, "the socket stayed open");
+  socket.close();
+});
+
 test("a member without a profile cannot send", async () => {
   const c = await connected(tokenNoProfile);
   const refused = await emitAck(c, "chat_message", { recipient_id: userA, message: "hi" });

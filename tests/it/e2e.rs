@@ -6,7 +6,11 @@ use crate::helpers::TestApp;
 #[actix_rt::test]
 async fn official_client_chats() {
     let app = TestApp::spawn().await;
-    app.seed(1, 20, 11).await;
+    app.seed(1, 60, 11).await;
+    // Member 5 was away while 50 others sent it 2,000 messages.
+    let (away, backlog) = (5_i64, 2_000_i64);
+    let senders: Vec<i64> = (10..60).collect();
+    let missed = crate::replay::insert_backlog(&app, away, &senders, backlog).await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
     assert!(
         dir.join("node_modules/socket.io-client").exists(),
@@ -24,6 +28,8 @@ async fn official_client_chats() {
         .env("AURUM_TOKEN_C", app.token(no_profile))
         .env("AURUM_USER_A", a.to_string())
         .env("AURUM_USER_B", b.to_string())
+        .env("AURUM_TOKEN_AWAY", app.token(away))
+        .env("AURUM_AWAY_MISSED", missed.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
         .kill_on_drop(true)
         .spawn()
         .expect("node is installed");
