@@ -24,8 +24,10 @@ impl Realtime {
         let limits = ChatLimits::default();
         let shards = state.config.registry_shards.unwrap_or(2 * cores);
         let registry = RegistryHandle::start(shards, limits.max_sockets_per_user, &arbiters);
+        // The writer's own pool: replay, read receipts and REST cannot take
+        // the connections persistence needs.
         let writer = WriterHandle::start(
-            state.db.clone(),
+            state.writer_db.clone(),
             aurum_actors::writer::WriterSettings {
                 max_in_flight: state.config.writer_in_flight.max(1),
                 linger: Duration::from_micros(state.config.writer_linger_us),

@@ -32,7 +32,8 @@ impl TestApp {
             format!("--database-url={}", db.url),
             format!("--jwt-secret={TEST_SECRET}"),
             "--http-workers=1".to_owned(),
-            "--max-connections=5".to_owned(),
+            // 2 for the writer, 2 shared, 3 for the HTTP worker.
+            "--max-connections=7".to_owned(),
         ];
         // An extra flag replaces the default of the same name.
         let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
