@@ -8,10 +8,12 @@ use aurum_actors::writer::WriterHandle;
 use super::{ChatApp, ChatLimits};
 
 /// The realtime side of a node: registry shards and the message writer,
-/// each started once, before any socket or HTTP worker exists.
+/// each started once, before any socket or HTTP worker exists, each under a
+/// supervisor that restarts it if it panics.
 pub struct Realtime {
     pub app: std::sync::Arc<ChatApp>,
     pub registry: RegistryHandle,
+    pub writer: WriterHandle,
     /// The arbiters the long-lived actors and the sessions run on.
     arbiters: Vec<actix::Arbiter>,
 }
@@ -38,13 +40,14 @@ impl Realtime {
         let app = ChatApp::new(
             state.jwt.clone(),
             registry.clone(),
-            writer,
+            writer.clone(),
             state.db.clone(),
             limits,
         );
         Self {
             app: std::sync::Arc::new(app),
             registry,
+            writer,
             arbiters,
         }
     }

@@ -18,3 +18,4 @@ mod profiles_batch;
 mod profiles_own;
 mod profiles_scroll;
 mod realtime;
+mod writer;
