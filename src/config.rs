@@ -31,9 +31,19 @@ pub struct Config {
     /// Development mode: a fixed JWT key when JWT_SECRET is unset.
     #[arg(long)]
     pub dev: bool,
-    /// Database pool size.
+    /// Database connections this node holds at most, all pools together
+    /// (message writer, shared, one per HTTP worker).
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50)]
     pub max_connections: u32,
+    /// Of MAX_CONNECTIONS, the message writer's own: no reader (replay,
+    /// REST) can take them, so persistence never queues behind reads. At
+    /// least WRITER_IN_FLIGHT, or batches wait for a connection.
+    #[arg(long, env = "WRITER_CONNECTIONS", default_value_t = 2)]
+    pub writer_connections: u32,
+    /// Milliseconds a database statement may run (or wait on a lock)
+    /// before PostgreSQL cancels it, on every pooled connection; 0 = none.
+    #[arg(long, env = "STATEMENT_TIMEOUT", default_value_t = 5000)]
+    pub statement_timeout: u64,
     /// Seconds before a database connection is replaced.
     #[arg(long, env = "POOL_RECYCLE", default_value_t = 3600)]
     pub pool_recycle: u64,
@@ -85,12 +95,28 @@ pub struct Config {
     pub migrate_on_start: bool,
 }
 
+/// How `MAX_CONNECTIONS` is shared out (see `Config::pool_settings`).
+#[derive(Debug, Clone)]
+pub struct PoolPlan {
+    /// The message writer's own pool.
+    pub writer: PoolSettings,
+    /// The long-lived actors' pool: socket replay, read receipts, health.
+    pub shared: PoolSettings,
+    /// Each HTTP worker's pool.
+    pub per_http_worker: PoolSettings,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("JWT_SECRET is required (or pass --dev for a development key)")]
     MissingJwtSecret,
     #[error("JWT_SECRET must be at least 16 bytes")]
     WeakJwtSecret,
+    #[error(
+        "MAX_CONNECTIONS={max} is too few: the message writer, the shared pool and each of the \
+         {workers} HTTP workers need one connection each (at least {needed})"
+    )]
+    TooFewConnections { max: u32, workers: u32, needed: u32 },
     #[error("{0}")]
     Parse(#[from] clap::Error),
 }
@@ -133,19 +159,37 @@ impl Config {
             .max(1)
     }
 
-    /// `MAX_CONNECTIONS` split between the shared pool (message writer,
-    /// sockets, health) and one pool per HTTP worker, so the node never
-    /// holds more connections than configured.
-    pub fn pool_settings(&self) -> (PoolSettings, PoolSettings) {
+    /// `MAX_CONNECTIONS` split between the pools, so the node never holds
+    /// more connections than configured:
+    /// - the message writer takes `WRITER_CONNECTIONS` first (but leaves one
+    ///   for the shared pool and one per HTTP worker);
+    /// - of the rest, the shared pool (socket replay, read receipts,
+    ///   health) gets a quarter, at least 2 where there is room;
+    /// - each HTTP worker gets an equal share of what remains.
+    ///
+    /// Fails when MAX_CONNECTIONS cannot give every pool one connection.
+    pub fn pool_settings(&self) -> Result<PoolPlan, ConfigError> {
         let settings = |max_connections: u32| PoolSettings {
-            max_connections: max_connections.max(1),
+            max_connections,
             recycle_after: Duration::from_secs(self.pool_recycle),
             checkout_timeout: Duration::from_secs(self.pool_timeout),
+            statement_timeout: Duration::from_millis(self.statement_timeout),
         };
-        let shared = (self.max_connections / 4).max(2).min(self.max_connections.max(1));
+        let max = self.max_connections;
         let workers = u32::try_from(self.http_workers()).unwrap_or(u32::MAX);
-        let per_worker = self.max_connections.saturating_sub(shared) / workers;
-        (settings(shared), settings(per_worker))
+        let needed = workers.saturating_add(2);
+        if max < needed {
+            return Err(ConfigError::TooFewConnections { max, workers, needed });
+        }
+        let writer = self.writer_connections.clamp(1, max - needed + 1);
+        let rest = max - writer;
+        let shared = (rest / 4).max(2).min(rest - workers);
+        let per_http_worker = (rest - shared) / workers;
+        Ok(PoolPlan {
+            writer: settings(writer),
+            shared: settings(shared),
+            per_http_worker: settings(per_http_worker),
+        })
     }
 
     pub fn node_id(&self) -> String {
@@ -169,6 +213,8 @@ impl std::fmt::Debug for Config {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
             .field("dev", &self.dev)
             .field("max_connections", &self.max_connections)
+            .field("writer_connections", &self.writer_connections)
+            .field("statement_timeout", &self.statement_timeout)
             .field("pool_recycle", &self.pool_recycle)
             .field("pool_timeout", &self.pool_timeout)
             .field("enable_resource_monitor", &self.enable_resource_monitor)
@@ -195,7 +241,61 @@ fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut all = vec!["aurum"];
+        all.extend_from_slice(args);
+        Config::from_args(all).unwrap()
+    }
+
+    fn sizes(plan: &PoolPlan) -> (u32, u32, u32) {
+        (
+            plan.writer.max_connections,
+            plan.shared.max_connections,
+            plan.per_http_worker.max_connections,
+        )
+    }
+
+    #[test]
+    fn pools_never_hold_more_than_max_connections() {
+        for max in 0..=60 {
+            for workers in 1..=8_u32 {
+                for writer in 0..=6 {
+                    let c = config(&[
+                        &format!("--max-connections={max}"),
+                        &format!("--http-workers={workers}"),
+                        &format!("--writer-connections={writer}"),
+                    ]);
+                    let Ok(plan) = c.pool_settings() else {
+                        assert!(max < workers + 2, "refused {max} for {workers} workers");
+                        continue;
+                    };
+                    let (w, s, p) = sizes(&plan);
+                    assert!(w >= 1 && s >= 1 && p >= 1, "an empty pool: {w} {s} {p}");
+                    assert!(w + s + p * workers <= max, "{w} + {s} + {p} x {workers} > {max}");
+                    if max >= workers + 1 + writer.max(1) {
+                        assert_eq!(w, writer.max(1), "the writer gets what it asked for");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn default_split() {
+        let c = config(&["--http-workers=2"]);
+        let plan = c.pool_settings().unwrap();
+        // 2 for the writer; of the 48 left, 12 shared, 18 per worker.
+        assert_eq!(sizes(&plan), (2, 12, 18));
+        assert_eq!(plan.writer.statement_timeout, Duration::from_millis(5000));
+        let c = config(&["--http-workers=2", "--statement-timeout=300"]);
+        assert_eq!(
+            c.pool_settings().unwrap().shared.statement_timeout,
+            Duration::from_millis(300)
+        );
+    }
 
     #[test]
     fn passwords_are_redacted() {

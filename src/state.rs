@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use aurum_schema::cursor::CursorCodec;
-use aurum_schema::pool::{self, DbPool};
+use aurum_schema::pool::{self, DbPool, PoolSettings};
 
 use crate::auth::JwtKeys;
 use crate::config::{Config, ConfigError};
@@ -13,19 +13,27 @@ pub struct AppState {
     /// The pool of whoever holds this state: each HTTP worker gets its own
     /// (see `for_http_worker`); the long-lived actors share the first.
     pub db: DbPool,
+    /// The message writer's own pool, apart from every reader's, so replay
+    /// and REST can never take the connections persistence needs.
+    pub writer_db: DbPool,
     pub jwt: JwtKeys,
     pub cursors: CursorCodec,
     pub config: Arc<Config>,
+    /// Each HTTP worker's pool settings, worked out (and checked) once.
+    per_http_worker: PoolSettings,
 }
 
 impl AppState {
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         let secret = config.jwt_secret()?.as_bytes().to_vec();
+        let pools = config.pool_settings()?;
         Ok(Self {
-            db: pool::build(&config.database_url, &config.pool_settings().0),
+            db: pool::build(&config.database_url, &pools.shared),
+            writer_db: pool::build(&config.database_url, &pools.writer),
             jwt: JwtKeys::new(&secret),
             cursors: CursorCodec::derive(&secret),
             config: Arc::new(config),
+            per_http_worker: pools.per_http_worker,
         })
     }
 
@@ -36,7 +44,7 @@ impl AppState {
     /// the worker's thread (actix-web's app factory runs there).
     pub fn for_http_worker(&self) -> Self {
         Self {
-            db: pool::build(&self.config.database_url, &self.config.pool_settings().1),
+            db: pool::build(&self.config.database_url, &self.per_http_worker),
             ..self.clone()
         }
     }

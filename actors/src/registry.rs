@@ -169,7 +169,8 @@ impl RegistryHandle {
     }
 
     /// Makes the shard of `user` panic inside a handler, to exercise the
-    /// supervisor (tests only; harmless otherwise: the shard restarts).
+    /// supervisor (tests only).
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn crash_shard_of(&self, user: i64) {
         self.shard(user).do_send(Crash);
@@ -343,10 +344,12 @@ impl Handler<Count> for RegistryShard {
     }
 }
 
+#[cfg(feature = "test-hooks")]
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Crash;
 
+#[cfg(feature = "test-hooks")]
 impl Handler<Crash> for RegistryShard {
     type Result = ();
 

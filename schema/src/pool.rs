@@ -20,6 +20,11 @@ pub struct PoolSettings {
     pub recycle_after: Duration,
     /// How long a request waits for a free connection before giving up.
     pub checkout_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` on every connection of the pool:
+    /// a statement that runs (or waits on a lock) longer is cancelled and
+    /// fails, so a stuck query frees its connection instead of holding it
+    /// and its caller for ever. Zero turns it off.
+    pub statement_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -28,6 +33,7 @@ impl Default for PoolSettings {
             max_connections: 50,
             recycle_after: Duration::from_secs(3600),
             checkout_timeout: Duration::from_secs(30),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -44,11 +50,17 @@ impl Default for PoolSettings {
 /// `force_generic_plan` and fail if one loses its index, which is what makes
 /// forcing it here safe; `store_messages` pins its own plans (migrations
 /// 000005 and 000007).
-async fn establish_with_generic_plans(url: &str) -> ConnectionResult<AsyncPgConnection> {
+///
+/// `statement_timeout` goes in the same batch: one round trip per new
+/// connection, none per checkout. A statement it cancels fails on its own
+/// (its implicit transaction rolls back) and leaves the connection usable.
+async fn establish_configured(url: &str, statement_timeout_ms: u128) -> ConnectionResult<AsyncPgConnection> {
     let mut conn = AsyncPgConnection::establish(url).await?;
-    conn.batch_execute("SET plan_cache_mode = force_generic_plan")
-        .await
-        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    conn.batch_execute(&format!(
+        "SET plan_cache_mode = force_generic_plan; SET statement_timeout = {statement_timeout_ms}"
+    ))
+    .await
+    .map_err(ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
 }
 
@@ -60,7 +72,9 @@ pub fn build(database_url: &str, settings: &PoolSettings) -> DbPool {
     // the throughput of one-query endpoints; a dead connection instead fails
     // its query, which the HTTP layer answers with 503, and bb8 drops it.
     manager_config.recycling_method = RecyclingMethod::Fast;
-    manager_config.custom_setup = Box::new(|url| Box::pin(establish_with_generic_plans(url)));
+    let statement_timeout_ms = settings.statement_timeout.as_millis();
+    manager_config.custom_setup =
+        Box::new(move |url| Box::pin(establish_configured(url, statement_timeout_ms)));
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, manager_config);
     Pool::builder()

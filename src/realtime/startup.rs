@@ -9,10 +9,12 @@ use super::replay::{ReplaySettings, Replayer};
 use super::{ChatApp, ChatLimits};
 
 /// The realtime side of a node: registry shards and the message writer,
-/// each started once, before any socket or HTTP worker exists.
+/// each started once, before any socket or HTTP worker exists, each under a
+/// supervisor that restarts it if it panics.
 pub struct Realtime {
     pub app: std::sync::Arc<ChatApp>,
     pub registry: RegistryHandle,
+    pub writer: WriterHandle,
     /// The arbiters the long-lived actors and the sessions run on.
     arbiters: Vec<actix::Arbiter>,
 }
@@ -25,8 +27,10 @@ impl Realtime {
         let limits = ChatLimits::default();
         let shards = state.config.registry_shards.unwrap_or(2 * cores);
         let registry = RegistryHandle::start(shards, limits.max_sockets_per_user, &arbiters);
+        // The writer's own pool: replay, read receipts and REST cannot take
+        // the connections persistence needs.
         let writer = WriterHandle::start(
-            state.db.clone(),
+            state.writer_db.clone(),
             aurum_actors::writer::WriterSettings {
                 max_in_flight: state.config.writer_in_flight.max(1),
                 linger: Duration::from_micros(state.config.writer_linger_us),
@@ -44,7 +48,7 @@ impl Realtime {
         let app = ChatApp::new(
             state.jwt.clone(),
             registry.clone(),
-            writer,
+            writer.clone(),
             state.db.clone(),
             replayer,
             limits,
@@ -52,6 +56,7 @@ impl Realtime {
         Self {
             app: std::sync::Arc::new(app),
             registry,
+            writer,
             arbiters,
         }
     }

@@ -20,3 +20,4 @@ mod profiles_own;
 mod profiles_scroll;
 mod realtime;
 mod replay;
+mod writer;

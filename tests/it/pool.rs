@@ -9,8 +9,8 @@ use crate::helpers::{TestApp, TestDb};
 
 #[actix_rt::test]
 async fn exhausted_pool_answers_503_within_the_timeout() {
-    // One HTTP worker whose pool holds one connection (MAX_CONNECTIONS=3
-    // leaves 2 to the shared pool).
+    // One HTTP worker whose pool holds one connection (of MAX_CONNECTIONS=3,
+    // one goes to the message writer and one to the shared pool).
     let args = ["--max-connections=3", "--http-workers=1", "--pool-timeout=1"];
     let app = TestApp::spawn_on(TestDb::migrated(), &args).await;
     let token = app.token(5);
@@ -91,4 +91,38 @@ async fn pooled_connections_use_generic_plans() {
         .unwrap();
     // tests/it/explain.rs checks the plans this mode gives.
     assert_eq!(setting.plan_cache_mode, "force_generic_plan");
+}
+
+#[actix_rt::test]
+async fn pooled_connections_carry_the_statement_timeout() {
+    use diesel::QueryableByName;
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        statement_timeout: String,
+    }
+    let db = TestDb::migrated();
+    let settings = aurum_schema::pool::PoolSettings {
+        statement_timeout: Duration::from_millis(1500),
+        ..aurum_schema::pool::PoolSettings::default()
+    };
+    let pool = aurum_schema::pool::build(&db.url, &settings);
+    let mut conn = pool.get().await.unwrap();
+    let setting: Setting = diesel::sql_query("SHOW statement_timeout")
+        .get_result(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(setting.statement_timeout, "1500ms");
+    // A statement past it fails, and the connection serves the next one.
+    let slow = diesel::sql_query("SELECT pg_sleep(3)").execute(&mut *conn).await;
+    let error = slow.expect_err("cancelled by the timeout").to_string();
+    assert!(error.contains("statement timeout"), "{error}");
+    let after: Setting = diesel::sql_query("SHOW statement_timeout")
+        .get_result(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(after.statement_timeout, "1500ms");
 }

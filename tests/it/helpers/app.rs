@@ -14,6 +14,7 @@ pub struct TestApp {
     pub ws_base: String,
     pub db: TestDb,
     registry: aurum_actors::registry::RegistryHandle,
+    writer: aurum_actors::writer::WriterHandle,
     pub state: AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     client: awc::Client,
@@ -32,7 +33,8 @@ impl TestApp {
             format!("--database-url={}", db.url),
             format!("--jwt-secret={TEST_SECRET}"),
             "--http-workers=1".to_owned(),
-            "--max-connections=5".to_owned(),
+            // 2 for the writer, 2 shared, 3 for the HTTP worker.
+            "--max-connections=7".to_owned(),
         ];
         // An extra flag replaces the default of the same name.
         let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
@@ -47,6 +49,7 @@ impl TestApp {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let realtime = aurum::realtime::Realtime::start(&state);
         let registry = realtime.registry.clone();
+        let writer = realtime.writer.clone();
         let server = aurum::run(state.clone(), realtime, listener, sockets, async move {
             let _ = stopped.await;
         });
@@ -62,6 +65,7 @@ impl TestApp {
             base,
             ws_base,
             registry,
+            writer,
             db,
             state,
             stop: Some(stop),
@@ -71,6 +75,10 @@ impl TestApp {
 
     pub fn registry(&self) -> &aurum_actors::registry::RegistryHandle {
         &self.registry
+    }
+
+    pub fn writer(&self) -> &aurum_actors::writer::WriterHandle {
+        &self.writer
     }
 
     pub fn token(&self, user: i64) -> String {
