@@ -90,7 +90,13 @@ impl WriterHandle {
     /// `pool` should be the writer's own: every in-flight batch holds one
     /// of its connections.
     pub fn start(pool: DbPool, settings: WriterSettings, arbiter: Option<&Arbiter>) -> Self {
-        let make = move |_: &mut Context<MessageWriter>| MessageWriter::new(pool, settings);
+        // The mailbox's bound is set here, the first thing the arbiter runs
+        // for the writer, not in `started`, which runs later: a message
+        // submitted in between would meet actix's default bound of 16.
+        let make = move |ctx: &mut Context<MessageWriter>| {
+            ctx.set_mailbox_capacity(settings.max_pending);
+            MessageWriter::new(pool, settings)
+        };
         let addr = match arbiter {
             Some(arbiter) => Supervisor::start_in_arbiter(&arbiter.handle(), make),
             None => Supervisor::start(make),
@@ -221,10 +227,6 @@ impl MessageWriter {
 
 impl Actor for MessageWriter {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(self.settings.max_pending);
-    }
 }
 
 impl Supervised for MessageWriter {

@@ -29,7 +29,10 @@ async fn official_client_chats() {
         .env("AURUM_USER_A", a.to_string())
         .env("AURUM_USER_B", b.to_string())
         .env("AURUM_TOKEN_AWAY", app.token(away))
-        .env("AURUM_AWAY_MISSED", missed.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
+        .env(
+            "AURUM_AWAY_MISSED",
+            missed.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
+        )
         .kill_on_drop(true)
         .spawn()
         .expect("node is installed");
