@@ -16,7 +16,9 @@ pub struct Config {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/aurum")]
     pub database_url: String,
-    /// Redis URL; unset runs a single node with an in-process bus.
+    /// Redis URL for the bus between nodes. This build has no Redis bridge
+    /// yet, so `serve` refuses to start when it is set rather than run as a
+    /// single node the operator did not ask for.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// Address for REST, health and metrics.
@@ -40,12 +42,6 @@ pub struct Config {
     /// Seconds a request waits for a database connection.
     #[arg(long, env = "POOL_TIMEOUT", default_value_t = 30)]
     pub pool_timeout: u64,
-    /// Watch memory and CPU and act before the node is in trouble.
-    #[arg(long, env = "ENABLE_RESOURCE_MONITOR", default_value_t = true, action = clap::ArgAction::Set)]
-    pub enable_resource_monitor: bool,
-    /// Memory use (percent) above which the resource supervisor acts.
-    #[arg(long, env = "MEMORY_HIGH_WATERMARK", default_value_t = 80)]
-    pub memory_high_watermark: u8,
     /// Largest Socket.IO packet, in bytes.
     #[arg(long, env = "WS_MAX_PAYLOAD", default_value_t = 100_000)]
     pub ws_max_payload: usize,
@@ -55,9 +51,6 @@ pub struct Config {
     /// Milliseconds to wait for a pong.
     #[arg(long, env = "WS_PING_TIMEOUT", default_value_t = 20_000)]
     pub ws_ping_timeout: u64,
-    /// This node's name on the bus; defaults to hostname + pid.
-    #[arg(long, env = "NODE_ID")]
-    pub node_id: Option<String>,
     /// HTTP worker threads; defaults to one per core.
     #[arg(long, env = "HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -83,6 +76,8 @@ pub enum ConfigError {
     MissingJwtSecret,
     #[error("JWT_SECRET must be at least 16 bytes")]
     WeakJwtSecret,
+    #[error("REDIS_URL is set, but this build has no Redis bridge yet: unset it to run a single node")]
+    NoRedisBridge,
     #[error("{0}")]
     Parse(#[from] clap::Error),
 }
@@ -140,13 +135,13 @@ impl Config {
         (settings(shared), settings(per_worker))
     }
 
-    pub fn node_id(&self) -> String {
-        self.node_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "localhost".to_owned());
-            format!("{host}-{}", std::process::id())
-        })
+    /// Fails on settings this build cannot honour, so that they are not
+    /// silently ignored.
+    pub fn check_supported(&self) -> Result<(), ConfigError> {
+        if self.redis_url.is_some() {
+            return Err(ConfigError::NoRedisBridge);
+        }
+        Ok(())
     }
 }
 
@@ -163,12 +158,9 @@ impl std::fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("pool_recycle", &self.pool_recycle)
             .field("pool_timeout", &self.pool_timeout)
-            .field("enable_resource_monitor", &self.enable_resource_monitor)
-            .field("memory_high_watermark", &self.memory_high_watermark)
             .field("ws_max_payload", &self.ws_max_payload)
             .field("ws_ping_interval", &self.ws_ping_interval)
             .field("ws_ping_timeout", &self.ws_ping_timeout)
-            .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
 }
