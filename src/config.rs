@@ -51,6 +51,28 @@ pub struct Config {
     /// Milliseconds to wait for a pong.
     #[arg(long, env = "WS_PING_TIMEOUT", default_value_t = 20_000)]
     pub ws_ping_timeout: u64,
+    /// Chat messages a user may send per second, across all their sockets
+    /// on this node.
+    #[arg(long, env = "CHAT_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chat_rate: u32,
+    /// Chat messages a user may send at once before CHAT_RATE applies.
+    #[arg(long, env = "CHAT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chat_burst: u32,
+    /// `typing` events a user may send per second (a budget apart from chat's).
+    #[arg(long, env = "TYPING_RATE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub typing_rate: u32,
+    /// `typing` events a user may send at once before TYPING_RATE applies.
+    #[arg(long, env = "TYPING_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub typing_burst: u32,
+    /// `mark_read` events (each a database write) a user may send per second.
+    #[arg(long, env = "READ_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub read_rate: u32,
+    /// `mark_read` events a user may send at once before READ_RATE applies.
+    #[arg(long, env = "READ_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub read_burst: u32,
+    /// Sockets one user may hold on this node.
+    #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sockets_per_user: u32,
     /// HTTP worker threads; defaults to one per core.
     #[arg(long, env = "HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -161,6 +183,13 @@ impl std::fmt::Debug for Config {
             .field("ws_max_payload", &self.ws_max_payload)
             .field("ws_ping_interval", &self.ws_ping_interval)
             .field("ws_ping_timeout", &self.ws_ping_timeout)
+            .field("chat_rate", &self.chat_rate)
+            .field("chat_burst", &self.chat_burst)
+            .field("typing_rate", &self.typing_rate)
+            .field("typing_burst", &self.typing_burst)
+            .field("read_rate", &self.read_rate)
+            .field("read_burst", &self.read_burst)
+            .field("max_sockets_per_user", &self.max_sockets_per_user)
             .finish_non_exhaustive()
     }
 }

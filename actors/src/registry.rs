@@ -11,9 +11,6 @@ use actix::{Actor, Addr, Arbiter, Context, Handler, Message, Supervised, Supervi
 
 use crate::session::{EncodedPacket, SendError, SessionHandle, SessionId};
 
-/// A user may hold at most this many sockets on one node.
-pub const DEFAULT_MAX_SOCKETS_PER_USER: usize = 10;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
     #[error("too many sockets for this user on this node")]

@@ -1,6 +1,9 @@
 //! [`ChatApp`]: the [`SocketApp`] behind the socket listener. It decides
 //! CONNECTs (JWT, socket cap), registers sockets, starts their replay and
-//! dispatches their events.
+//! dispatches their events within their user's rate budgets.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use aurum_actors::registry::{RegisterError, RegistryHandle};
 use aurum_actors::session::{
@@ -11,7 +14,7 @@ use aurum_schema::pool::DbPool;
 use futures_util::FutureExt;
 use serde_json::{Value, json};
 
-use super::rate::TokenBucket;
+use super::rate::{Budget, BudgetTable, UserBudgets};
 use super::replay::replay;
 use super::{CHAT_NAMESPACE, ChatError, ChatLimits, Router, answer, chat_message, mark_read, typing};
 use crate::auth::JwtKeys;
@@ -23,6 +26,7 @@ pub struct ChatApp {
     writer: WriterHandle,
     db: DbPool,
     limits: ChatLimits,
+    budgets: Arc<BudgetTable>,
 }
 
 impl ChatApp {
@@ -34,6 +38,7 @@ impl ChatApp {
         limits: ChatLimits,
     ) -> Self {
         let router = Router::new(registry.clone());
+        let budgets = BudgetTable::new(limits.chat_message, limits.typing, limits.mark_read);
         Self {
             jwt,
             registry,
@@ -41,6 +46,7 @@ impl ChatApp {
             writer,
             db,
             limits,
+            budgets,
         }
     }
 }
@@ -49,7 +55,8 @@ impl ChatApp {
 struct Member {
     user: i64,
     since: Option<i64>,
-    limiter: TokenBucket,
+    /// Shared with the user's other sockets on this node.
+    budgets: Arc<UserBudgets>,
 }
 
 fn unauthorized(message: &str) -> ConnectRefusal {
@@ -81,6 +88,16 @@ fn parse_auth(jwt: &JwtKeys, auth: Option<&Value>) -> Result<(i64, Option<i64>),
     Ok((user.id.0, since))
 }
 
+/// The budget an event spends, and what to call it in a refusal.
+fn budget_of(event: &str) -> Option<(Budget, &'static str)> {
+    match event {
+        "chat_message" => Some((Budget::ChatMessage, "messages")),
+        "typing" => Some((Budget::Typing, "typing events")),
+        "mark_read" => Some((Budget::MarkRead, "read marks")),
+        _ => None,
+    }
+}
+
 impl SocketApp for ChatApp {
     fn accepts_namespace(&self, nsp: &str) -> bool {
         nsp == CHAT_NAMESPACE
@@ -90,7 +107,7 @@ impl SocketApp for ChatApp {
         let parsed = parse_auth(&self.jwt, request.auth.as_ref());
         let registry = self.registry.clone();
         let max = self.limits.max_sockets_per_user;
-        let limiter = TokenBucket::new(self.limits.messages_per_second, self.limits.burst);
+        let budgets = Arc::clone(&self.budgets);
         async move {
             let (user, since) = parsed?;
             if registry.sockets_of(user).await >= max {
@@ -99,7 +116,11 @@ impl SocketApp for ChatApp {
                     Some(json!({ "code": "too_many_sockets" })),
                 ));
             }
-            Ok(ConnState::new(Member { user, since, limiter }))
+            Ok(ConnState::new(Member {
+                user,
+                since,
+                budgets: budgets.of(user),
+            }))
         }
         .boxed_local()
     }
@@ -159,8 +180,10 @@ impl SocketApp for ChatApp {
             answer(&session, event.ack, Err(error));
             return async {}.boxed_local();
         }
-        if matches!(event.name.as_str(), "chat_message" | "typing") && !member.limiter.try_take() {
-            let error = ChatError::new("rate_limited", "too many messages; slow down");
+        if let Some((budget, what)) = budget_of(&event.name)
+            && !member.budgets.try_take(budget, Instant::now())
+        {
+            let error = ChatError::new("rate_limited", format!("too many {what}; slow down"));
             answer(&session, event.ack, Err(error));
             return async {}.boxed_local();
         }

@@ -36,11 +36,25 @@ async fn serve_with_redis_url_refuses_to_start() {
 }
 
 #[actix_rt::test]
-async fn serve_help_lists_nothing_that_does_nothing() {
+async fn serve_help_lists_the_limits_and_nothing_that_does_nothing() {
     let output = aurum().args(["serve", "--help"]).output().await.unwrap();
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    assert!(help.contains("env: REDIS_URL="), "REDIS_URL missing:\n{help}");
+    for variable in [
+        "CHAT_RATE",
+        "CHAT_BURST",
+        "TYPING_RATE",
+        "TYPING_BURST",
+        "READ_RATE",
+        "READ_BURST",
+        "MAX_SOCKETS_PER_USER",
+        "REDIS_URL",
+    ] {
+        assert!(
+            help.contains(&format!("env: {variable}=")),
+            "{variable} missing:\n{help}"
+        );
+    }
     for gone in ["ENABLE_RESOURCE_MONITOR", "MEMORY_HIGH_WATERMARK", "NODE_ID"] {
         assert!(!help.contains(gone), "{gone} is listed but does nothing:\n{help}");
     }

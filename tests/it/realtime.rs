@@ -396,3 +396,145 @@ async fn a_crashed_registry_shard_is_restarted_and_refilled() {
     assert_eq!(ack["ok"], true);
     assert_eq!(b.expect_event("new_message").await["message"], "after the crash");
 }
+
+/// Reads `count` acks (`43<id>[answer]`) and tallies them: accepted, and
+/// refused as `rate_limited`; any other refusal must be `allowed_refusal`.
+async fn tally_acks(socket: &mut RawClient, count: usize, allowed_refusal: Option<&str>) -> (usize, usize) {
+    let (mut passed, mut limited) = (0, 0);
+    while passed + limited < count {
+        let text = socket.next_text().await.expect("an ack");
+        let Some(rest) = text.strip_prefix("43") else {
+            continue;
+        };
+        let answer: Vec<Value> = serde_json::from_str(&rest[rest.find('[').unwrap()..]).unwrap();
+        let code = answer[0]["error"]["code"].as_str();
+        match code {
+            None if answer[0]["ok"] == true => passed += 1,
+            Some("rate_limited") => limited += 1,
+            Some(other) if Some(other) == allowed_refusal => passed += 1,
+            _ => panic!("unexpected answer {text}"),
+        }
+    }
+    (passed, limited)
+}
+
+/// Sends `count` acked events `name(payload(n))` back to back, ack ids from `first`.
+async fn fire(socket: &mut RawClient, first: u64, count: u64, name: &str, payload: impl Fn(u64) -> Value) {
+    for n in first..first + count {
+        socket.send(&format!("42{n}{}", json!([name, payload(n)]))).await;
+    }
+}
+
+/// Most a budget may grant in `elapsed`: the burst, what the rate refilled
+/// meanwhile, and one for the refill in progress.
+fn most_granted(burst: usize, per_second: f64, elapsed: Duration) -> usize {
+    burst + (per_second * elapsed.as_secs_f64()).ceil() as usize + 1
+}
+
+#[actix_rt::test]
+async fn a_users_sockets_share_one_chat_budget() {
+    let app = app_with_people().await;
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        sockets.push(member(&app, 1).await);
+    }
+    wait_for_sockets(&app, 1, 5).await;
+    let started = std::time::Instant::now();
+    // 5 sockets x 60 messages, all sent before any ack is read.
+    for socket in &mut sockets {
+        fire(
+            socket,
+            0,
+            60,
+            "chat_message",
+            |n| json!({ "recipient_id": 2, "message": format!("m{n}") }),
+        )
+        .await;
+    }
+    let tallies =
+        futures_util::future::join_all(sockets.iter_mut().map(|socket| tally_acks(socket, 60, None))).await;
+    let elapsed = started.elapsed();
+    let accepted: usize = tallies.iter().map(|(ok, _)| ok).sum();
+    let limited: usize = tallies.iter().map(|(_, limited)| limited).sum();
+    // DESIGN.md: 20 messages/s per sender, burst 40, however many sockets.
+    let most = most_granted(40, 20.0, elapsed);
+    assert!(
+        (40..=most).contains(&accepted),
+        "accepted {accepted} of 300 in {elapsed:?} (at most {most})"
+    );
+    assert_eq!(accepted + limited, 300);
+    let stored = query_i64(&app.db.client().await, "SELECT count(*) FROM messages").await;
+    assert_eq!(stored, accepted as i64, "refused messages are not stored");
+}
+
+#[actix_rt::test]
+async fn typing_and_read_marks_have_budgets_of_their_own() {
+    let limits = [
+        "--chat-rate=1",
+        "--chat-burst=10",
+        "--typing-rate=1",
+        "--typing-burst=5",
+        "--read-rate=1",
+        "--read-burst=3",
+    ];
+    let app = TestApp::spawn_on(TestDb::migrated(), &limits).await;
+    app.seed(1, 5, 3).await;
+    let mut a = member(&app, 1).await;
+    let mut other_device = member(&app, 1).await;
+
+    let started = std::time::Instant::now();
+    fire(&mut a, 0, 20, "typing", |_| json!({ "recipient_id": 2 })).await;
+    let (typed, limited) = tally_acks(&mut a, 20, None).await;
+    let most = most_granted(5, 1.0, started.elapsed());
+    assert!(
+        (5..=most).contains(&typed),
+        "typing: {typed} accepted (at most {most})"
+    );
+    assert_eq!(typed + limited, 20);
+
+    // Typing at its limit left the chat budget whole, on every device.
+    let started = std::time::Instant::now();
+    fire(
+        &mut other_device,
+        100,
+        15,
+        "chat_message",
+        |n| json!({ "recipient_id": 2, "message": format!("m{n}") }),
+    )
+    .await;
+    let (sent, limited) = tally_acks(&mut other_device, 15, None).await;
+    let most = most_granted(10, 1.0, started.elapsed());
+    assert!(
+        (10..=most).contains(&sent),
+        "chat: {sent} accepted (at most {most})"
+    );
+    assert_eq!(sent + limited, 15);
+
+    // Read marks write to the database: their budget runs out too. (These
+    // name no real message, so the ones let through are `not_found`.)
+    let started = std::time::Instant::now();
+    fire(
+        &mut a,
+        200,
+        10,
+        "mark_read",
+        |_| json!({ "conversation_id": 999_999, "message_id": 999_999 }),
+    )
+    .await;
+    let (marked, limited) = tally_acks(&mut a, 10, Some("not_found")).await;
+    let most = most_granted(3, 1.0, started.elapsed());
+    assert!(
+        (3..=most).contains(&marked),
+        "mark_read: {marked} let through (at most {most})"
+    );
+    assert_eq!(marked + limited, 10);
+    assert!(limited >= 5, "mark_read: only {limited} limited");
+
+    // Without an ack, the refusal is an `error` event.
+    a.send(&format!(
+        "42{}",
+        json!(["mark_read", { "conversation_id": 1, "message_id": 1 }])
+    ))
+    .await;
+    assert_eq!(a.expect_event("error").await["code"], "rate_limited");
+}
