@@ -110,7 +110,15 @@ impl SocketApp for ChatApp {
         let budgets = Arc::clone(&self.budgets);
         async move {
             let (user, since) = parsed?;
-            if registry.sockets_of(user).await >= max {
+            // Fails closed: a registry that cannot count cannot enforce the cap.
+            let held = registry.sockets_of(user).await.map_err(|error| {
+                tracing::warn!(%error, user, "CONNECT refused: the registry did not answer");
+                ConnectRefusal::new(
+                    "the server cannot take this socket right now; retry shortly",
+                    Some(json!({ "code": "unavailable" })),
+                )
+            })?;
+            if held >= max {
                 return Err(ConnectRefusal::new(
                     format!("at most {max} sockets per user"),
                     Some(json!({ "code": "too_many_sockets" })),

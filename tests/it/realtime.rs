@@ -30,13 +30,13 @@ async fn member(app: &TestApp, user: i64) -> RawClient {
 async fn wait_for_sockets(app: &TestApp, user: i64, count: usize) {
     let registry = app.registry();
     for _ in 0..200 {
-        if registry.sockets_of(user).await == count {
+        if registry.sockets_of(user).await == Ok(count) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!(
-        "user {user} never had {count} sockets (has {})",
+        "user {user} never had {count} sockets (has {:?})",
         registry.sockets_of(user).await
     );
 }
@@ -70,7 +70,7 @@ async fn handshake_and_refused_connects() {
     }
     assert_eq!(
         app.registry().sockets_of(1).await,
-        0,
+        Ok(0),
         "no session for a refused connect"
     );
 
@@ -356,7 +356,7 @@ async fn a_client_that_stops_answering_pings_is_dropped_and_deregistered() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         app.registry().sockets_of(1).await,
-        1,
+        Ok(1),
         "the client that answers stays"
     );
     reader.abort();
@@ -372,7 +372,7 @@ async fn a_crashed_registry_shard_is_restarted_and_refilled() {
     app.registry().crash_shard_of(2);
     assert_eq!(
         app.registry().sockets_of(2).await,
-        0,
+        Ok(0),
         "the restarted shard starts empty"
     );
     // The restarted shard starts empty; B re-registers on its next answered
@@ -380,7 +380,7 @@ async fn a_crashed_registry_shard_is_restarted_and_refilled() {
     let mut refilled = false;
     for _ in 0..50 {
         let _ = b.next_text_within(Duration::from_millis(100)).await;
-        if app.registry().sockets_of(2).await == 1 {
+        if app.registry().sockets_of(2).await == Ok(1) {
             refilled = true;
             break;
         }
@@ -537,4 +537,36 @@ async fn typing_and_read_marks_have_budgets_of_their_own() {
     ))
     .await;
     assert_eq!(a.expect_event("error").await["code"], "rate_limited");
+}
+
+#[actix_rt::test]
+async fn connect_is_refused_while_the_registry_cannot_answer() {
+    // Users 4 and 5 on shards of their own.
+    let app = TestApp::spawn_on(TestDb::migrated(), &["--registry-shards=4"]).await;
+    app.seed(1, 10, 3).await;
+    let registry = app.registry();
+    let (stalled_user, other_user) = (4, 5);
+    // Longer than the wait for an answer twice over, plus slack.
+    registry.stall_shard_of(stalled_user, Duration::from_secs(7));
+    let (_refused, answer) =
+        RawClient::connect(&app.ws_base, json!({ "token": app.token(stalled_user) })).await;
+    let body: Value = serde_json::from_str(answer.strip_prefix("44").expect("CONNECT_ERROR")).unwrap();
+    assert_eq!(body["data"]["code"], "unavailable", "{answer}");
+    assert!(body["message"].is_string(), "{answer}");
+    assert_eq!(
+        registry.sockets_of(stalled_user).await,
+        Err(aurum_actors::registry::RegisterError::Unavailable)
+    );
+    // Only that shard is stuck: users of the others connect meanwhile.
+    let _other = member(&app, other_user).await;
+
+    // Once the shard answers again, so does CONNECT.
+    for _ in 0..100 {
+        if registry.sockets_of(stalled_user).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _back = member(&app, stalled_user).await;
+    wait_for_sockets(&app, stalled_user, 1).await;
 }
