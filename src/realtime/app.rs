@@ -1,13 +1,15 @@
 //! [`ChatApp`]: the [`SocketApp`] behind the socket listener. It decides
-//! CONNECTs (JWT, socket cap), registers sockets, starts their replay and
-//! dispatches their events within their user's rate budgets.
+//! CONNECTs (JWT, socket cap), registers sockets, starts their replay, has
+//! them closed when their token expires, and dispatches their events within
+//! their user's rate budgets.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use aurum_actors::registry::{RegisterError, RegistryHandle};
 use aurum_actors::session::{
-    AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, Event, SessionHandle, SocketApp,
+    AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, EncodedPacket, Event,
+    SessionHandle, SocketApp,
 };
 use aurum_actors::writer::WriterHandle;
 use aurum_schema::pool::DbPool;
@@ -27,6 +29,8 @@ pub struct ChatApp {
     db: DbPool,
     limits: ChatLimits,
     budgets: Arc<BudgetTable>,
+    /// What a socket is told when its token expires, encoded once for all.
+    token_expired: EncodedPacket,
 }
 
 impl ChatApp {
@@ -39,6 +43,7 @@ impl ChatApp {
     ) -> Self {
         let router = Router::new(registry.clone());
         let budgets = BudgetTable::new(limits.chat_message, limits.typing, limits.mark_read);
+        let token_expired = EncodedPacket::event(CHAT_NAMESPACE, "error", vec![token_expired().body()]);
         Self {
             jwt,
             registry,
@@ -47,6 +52,7 @@ impl ChatApp {
             db,
             limits,
             budgets,
+            token_expired,
         }
     }
 }
@@ -55,21 +61,47 @@ impl ChatApp {
 struct Member {
     user: i64,
     since: Option<i64>,
+    /// When the socket's token expires.
+    expires_at: Instant,
     /// Shared with the user's other sockets on this node.
     budgets: Arc<UserBudgets>,
+}
+
+/// A CONNECT's parsed `auth`.
+struct Auth {
+    user: i64,
+    since: Option<i64>,
+    expires_at: Instant,
 }
 
 fn unauthorized(message: &str) -> ConnectRefusal {
     ConnectRefusal::new(message, Some(json!({ "code": "unauthorized" })))
 }
 
-/// `{ token, since? }` -> (user, since).
-fn parse_auth(jwt: &JwtKeys, auth: Option<&Value>) -> Result<(i64, Option<i64>), ConnectRefusal> {
+fn token_expired() -> ChatError {
+    ChatError::new("token_expired", "your token expired; reconnect with a fresh one")
+}
+
+/// `{ token, since? }` -> who, from when, until when.
+fn parse_auth(jwt: &JwtKeys, auth: Option<&Value>) -> Result<Auth, ConnectRefusal> {
     let token = auth
         .and_then(|a| a.get("token"))
         .and_then(Value::as_str)
         .ok_or_else(|| unauthorized("a token is required: io(url, { auth: { token } })"))?;
     let user = jwt.verify(token).map_err(|e| unauthorized(&e.message))?;
+    // `verify` grants a few seconds of leeway past `exp` for clock skew; a
+    // socket would be closed as soon as it opened, so it is refused instead.
+    let expires_at = user
+        .expires_at
+        .duration_since(SystemTime::now())
+        .ok()
+        .filter(|left| !left.is_zero())
+        .ok_or_else(|| unauthorized("token expired"))
+        .and_then(|left| {
+            Instant::now()
+                .checked_add(left)
+                .ok_or_else(|| unauthorized("invalid token"))
+        })?;
     let since = match auth.and_then(|a| a.get("since")) {
         None | Some(Value::Null) => None,
         Some(value) => Some(
@@ -85,7 +117,11 @@ fn parse_auth(jwt: &JwtKeys, auth: Option<&Value>) -> Result<(i64, Option<i64>),
                 })?,
         ),
     };
-    Ok((user.id.0, since))
+    Ok(Auth {
+        user: user.id.0,
+        since,
+        expires_at,
+    })
 }
 
 /// The budget an event spends, and what to call it in a refusal.
@@ -95,6 +131,15 @@ fn budget_of(event: &str) -> Option<(Budget, &'static str)> {
         "typing" => Some((Budget::Typing, "typing events")),
         "mark_read" => Some((Budget::MarkRead, "read marks")),
         _ => None,
+    }
+}
+
+/// Has the session say `token_expired` and close its transport when the
+/// member's token expires.
+fn expire_with_token(session: &SessionHandle, member: &Member, farewell: &EncodedPacket) {
+    if let Err(error) = session.expire_at(member.expires_at, farewell.clone()) {
+        // The session is closing already (see `expire_at`).
+        tracing::debug!(%error, session = %session.id(), "token expiry not scheduled");
     }
 }
 
@@ -109,7 +154,11 @@ impl SocketApp for ChatApp {
         let max = self.limits.max_sockets_per_user;
         let budgets = Arc::clone(&self.budgets);
         async move {
-            let (user, since) = parsed?;
+            let Auth {
+                user,
+                since,
+                expires_at,
+            } = parsed?;
             // Fails closed: a registry that cannot count cannot enforce the cap.
             let held = registry.sockets_of(user).await.map_err(|error| {
                 tracing::warn!(%error, user, "CONNECT refused: the registry did not answer");
@@ -127,6 +176,7 @@ impl SocketApp for ChatApp {
             Ok(ConnState::new(Member {
                 user,
                 since,
+                expires_at,
                 budgets: budgets.of(user),
             }))
         }
@@ -137,6 +187,7 @@ impl SocketApp for ChatApp {
         let Some(member) = state.get::<Member>() else {
             return;
         };
+        expire_with_token(session, member, &self.token_expired);
         let (user, since) = (member.user, member.since);
         let registry = self.registry.clone();
         let db = self.db.clone();
@@ -188,8 +239,15 @@ impl SocketApp for ChatApp {
             answer(&session, event.ack, Err(error));
             return async {}.boxed_local();
         }
+        let now = Instant::now();
+        // The session closes at the deadline; this covers events that
+        // arrive before its timer has fired.
+        if now >= member.expires_at {
+            answer(&session, event.ack, Err(token_expired()));
+            return async {}.boxed_local();
+        }
         if let Some((budget, what)) = budget_of(&event.name)
-            && !member.budgets.try_take(budget, Instant::now())
+            && !member.budgets.try_take(budget, now)
         {
             let error = ChatError::new("rate_limited", format!("too many {what}; slow down"));
             answer(&session, event.ack, Err(error));

@@ -24,6 +24,7 @@ async fn official_client_chats() {
         .env("AURUM_TOKEN_C", app.token(no_profile))
         .env("AURUM_USER_A", a.to_string())
         .env("AURUM_USER_B", b.to_string())
+        .env("AURUM_JWT_SECRET", crate::helpers::app::TEST_SECRET)
         .kill_on_drop(true)
         .spawn()
         .expect("node is installed");

@@ -570,3 +570,64 @@ async fn connect_is_refused_while_the_registry_cannot_answer() {
     let _back = member(&app, stalled_user).await;
     wait_for_sockets(&app, stalled_user, 1).await;
 }
+
+/// A token for `user` that expires `secs` seconds from now.
+fn token_expiring_in(user: i64, secs: i64) -> String {
+    use jsonwebtoken::{EncodingKey, Header};
+    let claims = json!({ "sub": user.to_string(), "exp": chrono::Utc::now().timestamp() + secs });
+    let key = EncodingKey::from_secret(crate::helpers::app::TEST_SECRET.as_bytes());
+    jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap()
+}
+
+#[actix_rt::test]
+async fn a_socket_is_told_and_closed_when_its_token_expires() {
+    let app = app_with_people().await;
+    // Past `exp`, if within the leeway REST grants for clock skew, a socket
+    // is refused rather than opened only to be closed at once.
+    let (_late, answer) =
+        RawClient::connect(&app.ws_base, json!({ "token": token_expiring_in(1, -2) })).await;
+    assert!(
+        answer.starts_with("44") && answer.contains("unauthorized"),
+        "{answer}"
+    );
+
+    let (mut a, answer) = RawClient::connect(&app.ws_base, json!({ "token": token_expiring_in(1, 2) })).await;
+    assert!(answer.starts_with("40{\"sid\":"), "{answer}");
+    let ack = a
+        .emit_ack(
+            1,
+            "chat_message",
+            json!({ "recipient_id": 2, "message": "before exp" }),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+
+    let (texts, close) = a.until_closed(Duration::from_secs(5)).await;
+    let expired: Vec<Value> = texts
+        .iter()
+        .filter_map(|text| text.strip_prefix("42"))
+        .filter_map(|json| serde_json::from_str::<Value>(json).ok())
+        .filter(|event| event[0] == "error")
+        .map(|event| event[1].clone())
+        .collect();
+    assert_eq!(expired.len(), 1, "{texts:?}");
+    assert_eq!(expired[0]["code"], "token_expired");
+    assert!(expired[0]["message"].is_string());
+    // A DISCONNECT would turn the official client's reconnection off.
+    assert!(!texts.iter().any(|text| text.starts_with("41")), "{texts:?}");
+    let close = close.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert_eq!(close.reason.as_str(), "token expired");
+    wait_for_sockets(&app, 1, 0).await;
+
+    // A fresh token connects again.
+    let mut again = member(&app, 1).await;
+    let ack = again
+        .emit_ack(
+            1,
+            "chat_message",
+            json!({ "recipient_id": 2, "message": "after" }),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+}

@@ -8,6 +8,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use actix::Addr;
 use futures_util::future::LocalBoxFuture;
@@ -184,6 +185,9 @@ pub enum DisconnectReason {
     ServerClose,
     /// The server is shutting down.
     ServerShutdown,
+    /// The credentials the socket connected with expired
+    /// ([`SessionHandle::expire_at`]).
+    TokenExpired,
 }
 
 impl DisconnectReason {
@@ -200,6 +204,7 @@ impl DisconnectReason {
             Self::SlowConsumer => "slow_consumer",
             Self::ServerClose => "server_close",
             Self::ServerShutdown => "server_shutdown",
+            Self::TokenExpired => "token_expired",
         }
     }
 }
@@ -366,16 +371,36 @@ impl SessionHandle {
     pub fn close(&self) {
         self.addr.do_send(super::Close(DisconnectReason::ServerClose));
     }
+
+    /// At `deadline`, sends `farewell` and closes the transport
+    /// ([`DisconnectReason::TokenExpired`]) without a Socket.IO DISCONNECT,
+    /// so that the client reconnects, with fresh credentials.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionHandle::emit`]: on [`SendError::Full`] the session is
+    /// closed now, so it never outlives its deadline.
+    pub fn expire_at(&self, deadline: Instant, farewell: EncodedPacket) -> Result<(), SendError> {
+        send_bounded(&self.addr, super::ExpireAt { deadline, farewell })
+    }
 }
 
 fn deliver(addr: &Addr<Session>, packet: EncodedPacket) -> Result<(), SendError> {
+    send_bounded(addr, super::Deliver(packet))
+}
+
+fn send_bounded<M>(addr: &Addr<Session>, message: M) -> Result<(), SendError>
+where
+    M: actix::Message<Result = ()> + Send + 'static,
+    Session: actix::Handler<M>,
+{
     use actix::prelude::SendError as MailboxError;
-    match addr.try_send(super::Deliver(packet)) {
+    match addr.try_send(message) {
         Ok(()) => Ok(()),
         Err(MailboxError::Full(_)) => {
             // One small message past the bound, sent once per overflow: the
             // session stops at the first.
-            addr.do_send(super::Close(DisconnectReason::SlowConsumer));
+            addr.do_send::<super::Close>(super::Close(DisconnectReason::SlowConsumer));
             Err(SendError::Full)
         }
         Err(MailboxError::Closed(_)) => Err(SendError::Closed),
