@@ -2,6 +2,7 @@
 //! The algorithm is pinned, so `alg: none` or an RSA/ECDSA header is refused.
 
 use std::future::{Ready, ready};
+use std::time::{Duration, SystemTime};
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -67,9 +68,14 @@ impl JwtKeys {
         })?;
         let id = UserId::parse(&data.claims.sub)
             .ok_or_else(|| ApiError::unauthorized("token subject is not a user id"))?;
+        // An `exp` past what the clock can hold is no expiry we can honour.
+        let expires_at = SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_secs(data.claims.exp))
+            .ok_or_else(|| ApiError::unauthorized("invalid token"))?;
         Ok(AuthUser {
             id,
             admin: data.claims.role.as_deref() == Some("admin"),
+            expires_at,
         })
     }
 }
@@ -85,6 +91,8 @@ impl std::fmt::Debug for JwtKeys {
 pub struct AuthUser {
     pub id: UserId,
     pub admin: bool,
+    /// The token's `exp`: a socket authenticated by it is closed then.
+    pub expires_at: SystemTime,
 }
 
 impl FromRequest for AuthUser {

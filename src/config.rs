@@ -16,7 +16,9 @@ pub struct Config {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/aurum")]
     pub database_url: String,
-    /// Redis URL; unset runs a single node with an in-process bus.
+    /// Redis URL for the bus between nodes. This build has no Redis bridge
+    /// yet, so `serve` refuses to start when it is set rather than run as a
+    /// single node the operator did not ask for.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// Address for REST, health and metrics.
@@ -50,12 +52,6 @@ pub struct Config {
     /// Seconds a request waits for a database connection.
     #[arg(long, env = "POOL_TIMEOUT", default_value_t = 30)]
     pub pool_timeout: u64,
-    /// Watch memory and CPU and act before the node is in trouble.
-    #[arg(long, env = "ENABLE_RESOURCE_MONITOR", default_value_t = true, action = clap::ArgAction::Set)]
-    pub enable_resource_monitor: bool,
-    /// Memory use (percent) above which the resource supervisor acts.
-    #[arg(long, env = "MEMORY_HIGH_WATERMARK", default_value_t = 80)]
-    pub memory_high_watermark: u8,
     /// Largest Socket.IO packet, in bytes.
     #[arg(long, env = "WS_MAX_PAYLOAD", default_value_t = 100_000)]
     pub ws_max_payload: usize,
@@ -65,9 +61,28 @@ pub struct Config {
     /// Milliseconds to wait for a pong.
     #[arg(long, env = "WS_PING_TIMEOUT", default_value_t = 20_000)]
     pub ws_ping_timeout: u64,
-    /// This node's name on the bus; defaults to hostname + pid.
-    #[arg(long, env = "NODE_ID")]
-    pub node_id: Option<String>,
+    /// Chat messages a user may send per second, across all their sockets
+    /// on this node.
+    #[arg(long, env = "CHAT_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chat_rate: u32,
+    /// Chat messages a user may send at once before CHAT_RATE applies.
+    #[arg(long, env = "CHAT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chat_burst: u32,
+    /// `typing` events a user may send per second (a budget apart from chat's).
+    #[arg(long, env = "TYPING_RATE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub typing_rate: u32,
+    /// `typing` events a user may send at once before TYPING_RATE applies.
+    #[arg(long, env = "TYPING_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub typing_burst: u32,
+    /// `mark_read` events (each a database write) a user may send per second.
+    #[arg(long, env = "READ_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub read_rate: u32,
+    /// `mark_read` events a user may send at once before READ_RATE applies.
+    #[arg(long, env = "READ_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub read_burst: u32,
+    /// Sockets one user may hold on this node.
+    #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sockets_per_user: u32,
     /// HTTP worker threads; defaults to one per core.
     #[arg(long, env = "HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -117,6 +132,8 @@ pub enum ConfigError {
          {workers} HTTP workers need one connection each (at least {needed})"
     )]
     TooFewConnections { max: u32, workers: u32, needed: u32 },
+    #[error("REDIS_URL is set, but this build has no Redis bridge yet: unset it to run a single node")]
+    NoRedisBridge,
     #[error("{0}")]
     Parse(#[from] clap::Error),
 }
@@ -192,13 +209,13 @@ impl Config {
         })
     }
 
-    pub fn node_id(&self) -> String {
-        self.node_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "localhost".to_owned());
-            format!("{host}-{}", std::process::id())
-        })
+    /// Fails on settings this build cannot honour, so that they are not
+    /// silently ignored.
+    pub fn check_supported(&self) -> Result<(), ConfigError> {
+        if self.redis_url.is_some() {
+            return Err(ConfigError::NoRedisBridge);
+        }
+        Ok(())
     }
 }
 
@@ -217,12 +234,16 @@ impl std::fmt::Debug for Config {
             .field("statement_timeout", &self.statement_timeout)
             .field("pool_recycle", &self.pool_recycle)
             .field("pool_timeout", &self.pool_timeout)
-            .field("enable_resource_monitor", &self.enable_resource_monitor)
-            .field("memory_high_watermark", &self.memory_high_watermark)
             .field("ws_max_payload", &self.ws_max_payload)
             .field("ws_ping_interval", &self.ws_ping_interval)
             .field("ws_ping_timeout", &self.ws_ping_timeout)
-            .field("node_id", &self.node_id)
+            .field("chat_rate", &self.chat_rate)
+            .field("chat_burst", &self.chat_burst)
+            .field("typing_rate", &self.typing_rate)
+            .field("typing_burst", &self.typing_burst)
+            .field("read_rate", &self.read_rate)
+            .field("read_burst", &self.read_burst)
+            .field("max_sockets_per_user", &self.max_sockets_per_user)
             .finish_non_exhaustive()
     }
 }

@@ -39,8 +39,10 @@ impl<M> From<MailboxError<M>> for DeliverError {
     }
 }
 
-/// A user may hold at most this many sockets on one node.
-pub const DEFAULT_MAX_SOCKETS_PER_USER: usize = 10;
+/// How long a caller waits for a shard's answer. A shard answers in
+/// microseconds; one that takes this long is stuck, and waiting longer
+/// would only hold the socket that asked.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RegisterError {
@@ -164,8 +166,18 @@ impl RegistryHandle {
     }
 
     /// How many sockets `user` holds on this node.
-    pub async fn sockets_of(&self, user: i64) -> usize {
-        self.shard(user).send(Count { user }).await.unwrap_or(0)
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::Unavailable`] when the shard does not answer within
+    /// [`ANSWER_TIMEOUT`] (or failed while answering): callers that enforce
+    /// the socket cap with it must then refuse, not guess.
+    pub async fn sockets_of(&self, user: i64) -> Result<usize, RegisterError> {
+        self.shard(user)
+            .send(Count { user })
+            .timeout(ANSWER_TIMEOUT)
+            .await
+            .map_err(|_| RegisterError::Unavailable)?
     }
 
     /// Makes the shard of `user` panic inside a handler, to exercise the
@@ -174,6 +186,14 @@ impl RegistryHandle {
     #[doc(hidden)]
     pub fn crash_shard_of(&self, user: i64) {
         self.shard(user).do_send(Crash);
+    }
+
+    /// Makes the shard of `user` handle nothing for `duration`, as a shard
+    /// stuck behind a flood would.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn stall_shard_of(&self, user: i64, duration: Duration) {
+        self.shard(user).do_send(Stall(duration));
     }
 }
 
@@ -326,20 +346,20 @@ impl Handler<Deliver> for RegistryShard {
 }
 
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Result<usize, RegisterError>")]
 struct Count {
     user: i64,
 }
 
 impl Handler<Count> for RegistryShard {
-    type Result = usize;
+    type Result = Result<usize, RegisterError>;
 
-    fn handle(&mut self, msg: Count, ctx: &mut Context<Self>) -> usize {
+    fn handle(&mut self, msg: Count, ctx: &mut Context<Self>) -> Self::Result {
         let sessions = &self.sessions;
-        Self::guarded(ctx, 0, || {
-            sessions
+        Self::guarded(ctx, Err(RegisterError::Unavailable), || {
+            Ok(sessions
                 .get(&msg.user)
-                .map_or(0, |list| list.iter().filter(|s| s.is_connected()).count())
+                .map_or(0, |list| list.iter().filter(|s| s.is_connected()).count()))
         })
     }
 }
@@ -355,5 +375,20 @@ impl Handler<Crash> for RegistryShard {
 
     fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
         Self::guarded(ctx, (), || -> () { panic!("registry shard crash requested") });
+    }
+}
+
+#[cfg(feature = "test-hooks")]
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stall(Duration);
+
+#[cfg(feature = "test-hooks")]
+impl Handler<Stall> for RegistryShard {
+    type Result = ();
+
+    fn handle(&mut self, Stall(duration): Stall, ctx: &mut Context<Self>) {
+        // `wait` holds the mailbox, not the arbiter's thread.
+        actix::AsyncContext::wait(ctx, actix::fut::wrap_future(tokio::time::sleep(duration)));
     }
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aurum_actors::{
-    AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, Event, SessionHandle, SessionId,
-    SocketApp, SocketConfig,
+    AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, EncodedPacket, Event,
+    SessionHandle, SessionId, SocketApp, SocketConfig,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
@@ -23,11 +23,15 @@ use tokio_tungstenite::tungstenite::Message;
 /// Long enough for a loaded CI machine, short enough to keep failures quick.
 const WAIT: Duration = Duration::from_secs(3);
 
+/// How long after its `expire` event a session is closed.
+const EXPIRE_AFTER: Duration = Duration::from_millis(300);
+
 // ---- the application under the sessions ----
 
 /// Records every `connected` and `disconnect`, and answers a few events:
 /// `echo` → `echo-back` (attachments included), `ack` → ack with the same
-/// arguments, `flood` → large events until the session gives up.
+/// arguments, `flood` → large events until the session gives up, `expire`
+/// → `bye` and a close 300 ms later.
 #[derive(Default)]
 struct Recorder {
     connected: Mutex<Vec<(SessionId, String)>>,
@@ -95,6 +99,11 @@ impl SocketApp for Recorder {
         match (name.as_str(), ack) {
             ("echo", _) => session.emit_binary(&nsp, "echo-back", args, attachments).unwrap(),
             ("ack", Some(ack)) => ack.send(args).unwrap(),
+            ("expire", _) => {
+                let deadline = std::time::Instant::now() + EXPIRE_AFTER;
+                let farewell = EncodedPacket::event(&nsp, "bye", vec![]);
+                session.expire_at(deadline, farewell).unwrap();
+            }
             ("flood", _) => {
                 let session = session.clone();
                 return Box::pin(async move {
@@ -524,6 +533,29 @@ async fn a_client_that_does_not_read_is_closed_as_a_slow_consumer() {
     let disconnects = server.app.wait_disconnects(1).await;
     assert_eq!(disconnects.len(), 1, "{disconnects:?}");
     assert_eq!(disconnects[0].2, DisconnectReason::SlowConsumer);
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn an_expiring_session_says_farewell_at_its_deadline_and_closes_without_disconnect() {
+    let mut server = start(fast_config()).await;
+    let mut client = Client::connected(server.addr).await;
+    let asked = std::time::Instant::now();
+    client.send(r#"42["expire"]"#).await;
+    assert_eq!(client.recv_text().await, r#"42["bye"]"#);
+    assert!(asked.elapsed() >= EXPIRE_AFTER, "farewell before the deadline");
+    // The transport closes with a reason and no DISCONNECT (`41`), which
+    // would keep socket.io-client from reconnecting.
+    match client.recv().await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 1008);
+            assert_eq!(frame.reason.as_str(), "token expired");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    let disconnects = server.app.wait_disconnects(1).await;
+    assert_eq!(disconnects.len(), 1, "{disconnects:?}");
+    assert_eq!(disconnects[0].2, DisconnectReason::TokenExpired);
     server.shutdown().await;
 }
 

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::state::AppState;
 
 pub fn serve(config: Config) -> Result<(), CliError> {
+    config.check_supported()?;
     tracing::info!(?config, "starting");
     if config.migrate_on_start {
         // Before the actix system exists: the migration harness blocks.

@@ -1,17 +1,22 @@
 //! [`ChatApp`]: the [`SocketApp`] behind the socket listener. It decides
-//! CONNECTs (JWT, socket cap), registers sockets, starts their replay and
-//! dispatches their events.
+//! CONNECTs (JWT, socket cap), registers sockets, starts their replay, has
+//! them closed when their token expires, and dispatches their events within
+//! their user's rate budgets.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use aurum_actors::registry::{RegisterError, RegistryHandle};
 use aurum_actors::session::{
-    AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, Event, SessionHandle, SocketApp,
+    AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, EncodedPacket, Event,
+    SessionHandle, SocketApp,
 };
 use aurum_actors::writer::WriterHandle;
 use aurum_schema::pool::DbPool;
 use futures_util::FutureExt;
 use serde_json::{Value, json};
 
-use super::rate::TokenBucket;
+use super::rate::{Budget, BudgetTable, UserBudgets};
 use super::replay::Replayer;
 use super::{CHAT_NAMESPACE, ChatError, ChatLimits, Router, answer, chat_message, mark_read, typing};
 use crate::auth::JwtKeys;
@@ -24,6 +29,9 @@ pub struct ChatApp {
     db: DbPool,
     replayer: std::sync::Arc<Replayer>,
     limits: ChatLimits,
+    budgets: Arc<BudgetTable>,
+    /// What a socket is told when its token expires, encoded once for all.
+    token_expired: EncodedPacket,
 }
 
 impl ChatApp {
@@ -36,6 +44,8 @@ impl ChatApp {
         limits: ChatLimits,
     ) -> Self {
         let router = Router::new(registry.clone());
+        let budgets = BudgetTable::new(limits.chat_message, limits.typing, limits.mark_read);
+        let token_expired = EncodedPacket::event(CHAT_NAMESPACE, "error", vec![token_expired().body()]);
         Self {
             jwt,
             registry,
@@ -44,6 +54,8 @@ impl ChatApp {
             db,
             replayer: std::sync::Arc::new(replayer),
             limits,
+            budgets,
+            token_expired,
         }
     }
 }
@@ -52,20 +64,47 @@ impl ChatApp {
 struct Member {
     user: i64,
     since: Option<i64>,
-    limiter: TokenBucket,
+    /// When the socket's token expires.
+    expires_at: Instant,
+    /// Shared with the user's other sockets on this node.
+    budgets: Arc<UserBudgets>,
+}
+
+/// A CONNECT's parsed `auth`.
+struct Auth {
+    user: i64,
+    since: Option<i64>,
+    expires_at: Instant,
 }
 
 fn unauthorized(message: &str) -> ConnectRefusal {
     ConnectRefusal::new(message, Some(json!({ "code": "unauthorized" })))
 }
 
-/// `{ token, since? }` -> (user, since).
-fn parse_auth(jwt: &JwtKeys, auth: Option<&Value>) -> Result<(i64, Option<i64>), ConnectRefusal> {
+fn token_expired() -> ChatError {
+    ChatError::new("token_expired", "your token expired; reconnect with a fresh one")
+}
+
+/// `{ token, since? }` -> who, from when, until when.
+fn parse_auth(jwt: &JwtKeys, auth: Option<&Value>) -> Result<Auth, ConnectRefusal> {
     let token = auth
         .and_then(|a| a.get("token"))
         .and_then(Value::as_str)
         .ok_or_else(|| unauthorized("a token is required: io(url, { auth: { token } })"))?;
     let user = jwt.verify(token).map_err(|e| unauthorized(&e.message))?;
+    // `verify` grants a few seconds of leeway past `exp` for clock skew; a
+    // socket would be closed as soon as it opened, so it is refused instead.
+    let expires_at = user
+        .expires_at
+        .duration_since(SystemTime::now())
+        .ok()
+        .filter(|left| !left.is_zero())
+        .ok_or_else(|| unauthorized("token expired"))
+        .and_then(|left| {
+            Instant::now()
+                .checked_add(left)
+                .ok_or_else(|| unauthorized("invalid token"))
+        })?;
     let since = match auth.and_then(|a| a.get("since")) {
         None | Some(Value::Null) => None,
         Some(value) => Some(
@@ -81,7 +120,30 @@ fn parse_auth(jwt: &JwtKeys, auth: Option<&Value>) -> Result<(i64, Option<i64>),
                 })?,
         ),
     };
-    Ok((user.id.0, since))
+    Ok(Auth {
+        user: user.id.0,
+        since,
+        expires_at,
+    })
+}
+
+/// The budget an event spends, and what to call it in a refusal.
+fn budget_of(event: &str) -> Option<(Budget, &'static str)> {
+    match event {
+        "chat_message" => Some((Budget::ChatMessage, "messages")),
+        "typing" => Some((Budget::Typing, "typing events")),
+        "mark_read" => Some((Budget::MarkRead, "read marks")),
+        _ => None,
+    }
+}
+
+/// Has the session say `token_expired` and close its transport when the
+/// member's token expires.
+fn expire_with_token(session: &SessionHandle, member: &Member, farewell: &EncodedPacket) {
+    if let Err(error) = session.expire_at(member.expires_at, farewell.clone()) {
+        // The session is closing already (see `expire_at`).
+        tracing::debug!(%error, session = %session.id(), "token expiry not scheduled");
+    }
 }
 
 impl SocketApp for ChatApp {
@@ -93,16 +155,33 @@ impl SocketApp for ChatApp {
         let parsed = parse_auth(&self.jwt, request.auth.as_ref());
         let registry = self.registry.clone();
         let max = self.limits.max_sockets_per_user;
-        let limiter = TokenBucket::new(self.limits.messages_per_second, self.limits.burst);
+        let budgets = Arc::clone(&self.budgets);
         async move {
-            let (user, since) = parsed?;
-            if registry.sockets_of(user).await >= max {
+            let Auth {
+                user,
+                since,
+                expires_at,
+            } = parsed?;
+            // Fails closed: a registry that cannot count cannot enforce the cap.
+            let held = registry.sockets_of(user).await.map_err(|error| {
+                tracing::warn!(%error, user, "CONNECT refused: the registry did not answer");
+                ConnectRefusal::new(
+                    "the server cannot take this socket right now; retry shortly",
+                    Some(json!({ "code": "unavailable" })),
+                )
+            })?;
+            if held >= max {
                 return Err(ConnectRefusal::new(
                     format!("at most {max} sockets per user"),
                     Some(json!({ "code": "too_many_sockets" })),
                 ));
             }
-            Ok(ConnState::new(Member { user, since, limiter }))
+            Ok(ConnState::new(Member {
+                user,
+                since,
+                expires_at,
+                budgets: budgets.of(user),
+            }))
         }
         .boxed_local()
     }
@@ -111,6 +190,7 @@ impl SocketApp for ChatApp {
         let Some(member) = state.get::<Member>() else {
             return;
         };
+        expire_with_token(session, member, &self.token_expired);
         let (user, since) = (member.user, member.since);
         // Before registering, so that no live message reaches the session
         // ahead of the replay: the session holds them back from here on.
@@ -167,8 +247,17 @@ impl SocketApp for ChatApp {
             answer(&session, event.ack, Err(error));
             return async {}.boxed_local();
         }
-        if matches!(event.name.as_str(), "chat_message" | "typing") && !member.limiter.try_take() {
-            let error = ChatError::new("rate_limited", "too many messages; slow down");
+        let now = Instant::now();
+        // The session closes at the deadline; this covers events that
+        // arrive before its timer has fired.
+        if now >= member.expires_at {
+            answer(&session, event.ack, Err(token_expired()));
+            return async {}.boxed_local();
+        }
+        if let Some((budget, what)) = budget_of(&event.name)
+            && !member.budgets.try_take(budget, now)
+        {
+            let error = ChatError::new("rate_limited", format!("too many {what}; slow down"));
             answer(&session, event.ack, Err(error));
             return async {}.boxed_local();
         }

@@ -22,26 +22,42 @@ pub use app::ChatApp;
 pub use router::Router;
 pub use startup::Realtime;
 
+use self::rate::Rate;
+use crate::config::Config;
+
 /// The only namespace chat serves.
 pub const CHAT_NAMESPACE: &str = "/";
 
+/// What one user may do on this node, from the configuration.
 #[derive(Debug, Clone)]
 pub struct ChatLimits {
-    pub messages_per_second: f64,
-    pub burst: f64,
+    pub chat_message: Rate,
+    pub typing: Rate,
+    pub mark_read: Rate,
     pub max_message_chars: usize,
     pub max_client_id_chars: usize,
     pub max_sockets_per_user: usize,
 }
 
-impl Default for ChatLimits {
-    fn default() -> Self {
+impl ChatLimits {
+    pub fn from_config(config: &Config) -> Self {
         Self {
-            messages_per_second: 20.0,
-            burst: 40.0,
+            chat_message: Rate {
+                per_second: config.chat_rate,
+                burst: config.chat_burst,
+            },
+            typing: Rate {
+                per_second: config.typing_rate,
+                burst: config.typing_burst,
+            },
+            mark_read: Rate {
+                per_second: config.read_rate,
+                burst: config.read_burst,
+            },
+            // DESIGN.md's contract, not a setting: clients are built against it.
             max_message_chars: 4000,
             max_client_id_chars: 64,
-            max_sockets_per_user: aurum_actors::registry::DEFAULT_MAX_SOCKETS_PER_USER,
+            max_sockets_per_user: usize::try_from(config.max_sockets_per_user).unwrap_or(usize::MAX),
         }
     }
 }

@@ -24,7 +24,7 @@ impl Realtime {
     pub fn start(state: &crate::state::AppState) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let arbiters: Vec<actix::Arbiter> = (0..cores).map(|_| actix::Arbiter::new()).collect();
-        let limits = ChatLimits::default();
+        let limits = ChatLimits::from_config(&state.config);
         let shards = state.config.registry_shards.unwrap_or(2 * cores);
         let registry = RegistryHandle::start(shards, limits.max_sockets_per_user, &arbiters);
         // The writer's own pool: replay, read receipts and REST cannot take

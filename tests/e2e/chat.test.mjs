@@ -3,12 +3,21 @@
 // serves a fresh database and passes the URL and tokens in the environment.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { io } from "socket.io-client";
 
 const url = process.env.AURUM_WS_URL;
 const [tokenA, tokenB, tokenNoProfile] = [process.env.AURUM_TOKEN_A, process.env.AURUM_TOKEN_B, process.env.AURUM_TOKEN_C];
 const userA = Number(process.env.AURUM_USER_A);
 const userB = Number(process.env.AURUM_USER_B);
+const jwtSecret = process.env.AURUM_JWT_SECRET;
+
+// An HS256 token for `user`, expiring `ttl` seconds from now, signed as the server's are.
+function tokenFor(user, ttl) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const unsigned = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub: String(user), exp: Math.floor(Date.now() / 1000) + ttl })}`;
+  return `${unsigned}.${createHmac("sha256", jwtSecret).update(unsigned).digest("base64url")}`;
+}
 
 function connect(token, extra = {}) {
   return io(url, { auth: { token, ...extra }, transports: ["websocket"], reconnection: false, forceNew: true });
@@ -137,4 +146,30 @@ test("a member without a profile cannot send", async () => {
   c.close();
   assert.equal(refused.ok, false);
   assert.equal(refused.error.code, "no_profile");
+});
+
+test("a socket whose token expires is told, and reconnects by itself with a fresh token", async () => {
+  let issued = 0;
+  // `auth` as a function runs on every (re)connect: the first token lives 2 s, the next an hour.
+  const socket = io(url, {
+    auth: (send) => send({ token: tokenFor(userA, issued++ === 0 ? 2 : 3600) }),
+    transports: ["websocket"],
+    forceNew: true,
+    reconnectionDelay: 100,
+    reconnectionDelayMax: 200,
+  });
+  try {
+    await once(socket, "connect");
+    const expired = once(socket, "error");
+    const disconnected = once(socket, "disconnect");
+    assert.equal((await expired).code, "token_expired");
+    // Not "io server disconnect", after which the client would stay away.
+    assert.equal(await disconnected, "transport close");
+    await once(socket, "connect");
+    assert.equal(issued, 2);
+    const ack = await emitAck(socket, "chat_message", { recipient_id: userB, message: "with a fresh token" });
+    assert.equal(ack.ok, true);
+  } finally {
+    socket.close();
+  }
 });

@@ -33,6 +33,7 @@ async fn official_client_chats() {
             "AURUM_AWAY_MISSED",
             missed.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
         )
+        .env("AURUM_JWT_SECRET", crate::helpers::app::TEST_SECRET)
         .kill_on_drop(true)
         .spawn()
         .expect("node is installed");

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod auth;
+mod cli;
 mod conversations;
 mod delivery;
 mod e2e;

@@ -30,13 +30,13 @@ async fn member(app: &TestApp, user: i64) -> RawClient {
 async fn wait_for_sockets(app: &TestApp, user: i64, count: usize) {
     let registry = app.registry();
     for _ in 0..200 {
-        if registry.sockets_of(user).await == count {
+        if registry.sockets_of(user).await == Ok(count) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!(
-        "user {user} never had {count} sockets (has {})",
+        "user {user} never had {count} sockets (has {:?})",
         registry.sockets_of(user).await
     );
 }
@@ -70,7 +70,7 @@ async fn handshake_and_refused_connects() {
     }
     assert_eq!(
         app.registry().sockets_of(1).await,
-        0,
+        Ok(0),
         "no session for a refused connect"
     );
 
@@ -356,7 +356,7 @@ async fn a_client_that_stops_answering_pings_is_dropped_and_deregistered() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         app.registry().sockets_of(1).await,
-        1,
+        Ok(1),
         "the client that answers stays"
     );
     reader.abort();
@@ -372,7 +372,7 @@ async fn a_crashed_registry_shard_is_restarted_and_refilled() {
     app.registry().crash_shard_of(2);
     assert_eq!(
         app.registry().sockets_of(2).await,
-        0,
+        Ok(0),
         "the restarted shard starts empty"
     );
     // The restarted shard starts empty; B re-registers on its next answered
@@ -380,7 +380,7 @@ async fn a_crashed_registry_shard_is_restarted_and_refilled() {
     let mut refilled = false;
     for _ in 0..50 {
         let _ = b.next_text_within(Duration::from_millis(100)).await;
-        if app.registry().sockets_of(2).await == 1 {
+        if app.registry().sockets_of(2).await == Ok(1) {
             refilled = true;
             break;
         }
@@ -395,4 +395,239 @@ async fn a_crashed_registry_shard_is_restarted_and_refilled() {
         .await;
     assert_eq!(ack["ok"], true);
     assert_eq!(b.expect_event("new_message").await["message"], "after the crash");
+}
+
+/// Reads `count` acks (`43<id>[answer]`) and tallies them: accepted, and
+/// refused as `rate_limited`; any other refusal must be `allowed_refusal`.
+async fn tally_acks(socket: &mut RawClient, count: usize, allowed_refusal: Option<&str>) -> (usize, usize) {
+    let (mut passed, mut limited) = (0, 0);
+    while passed + limited < count {
+        let text = socket.next_text().await.expect("an ack");
+        let Some(rest) = text.strip_prefix("43") else {
+            continue;
+        };
+        let answer: Vec<Value> = serde_json::from_str(&rest[rest.find('[').unwrap()..]).unwrap();
+        let code = answer[0]["error"]["code"].as_str();
+        match code {
+            None if answer[0]["ok"] == true => passed += 1,
+            Some("rate_limited") => limited += 1,
+            Some(other) if Some(other) == allowed_refusal => passed += 1,
+            _ => panic!("unexpected answer {text}"),
+        }
+    }
+    (passed, limited)
+}
+
+/// Sends `count` acked events `name(payload(n))` back to back, ack ids from `first`.
+async fn fire(socket: &mut RawClient, first: u64, count: u64, name: &str, payload: impl Fn(u64) -> Value) {
+    for n in first..first + count {
+        socket.send(&format!("42{n}{}", json!([name, payload(n)]))).await;
+    }
+}
+
+/// Most a budget may grant in `elapsed`: the burst, what the rate refilled
+/// meanwhile, and one for the refill in progress.
+fn most_granted(burst: usize, per_second: f64, elapsed: Duration) -> usize {
+    burst + (per_second * elapsed.as_secs_f64()).ceil() as usize + 1
+}
+
+#[actix_rt::test]
+async fn a_users_sockets_share_one_chat_budget() {
+    let app = app_with_people().await;
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        sockets.push(member(&app, 1).await);
+    }
+    wait_for_sockets(&app, 1, 5).await;
+    let started = std::time::Instant::now();
+    // 5 sockets x 60 messages, all sent before any ack is read.
+    for socket in &mut sockets {
+        fire(
+            socket,
+            0,
+            60,
+            "chat_message",
+            |n| json!({ "recipient_id": 2, "message": format!("m{n}") }),
+        )
+        .await;
+    }
+    let tallies =
+        futures_util::future::join_all(sockets.iter_mut().map(|socket| tally_acks(socket, 60, None))).await;
+    let elapsed = started.elapsed();
+    let accepted: usize = tallies.iter().map(|(ok, _)| ok).sum();
+    let limited: usize = tallies.iter().map(|(_, limited)| limited).sum();
+    // DESIGN.md: 20 messages/s per sender, burst 40, however many sockets.
+    let most = most_granted(40, 20.0, elapsed);
+    assert!(
+        (40..=most).contains(&accepted),
+        "accepted {accepted} of 300 in {elapsed:?} (at most {most})"
+    );
+    assert_eq!(accepted + limited, 300);
+    let stored = query_i64(&app.db.client().await, "SELECT count(*) FROM messages").await;
+    assert_eq!(stored, accepted as i64, "refused messages are not stored");
+}
+
+#[actix_rt::test]
+async fn typing_and_read_marks_have_budgets_of_their_own() {
+    let limits = [
+        "--chat-rate=1",
+        "--chat-burst=10",
+        "--typing-rate=1",
+        "--typing-burst=5",
+        "--read-rate=1",
+        "--read-burst=3",
+    ];
+    let app = TestApp::spawn_on(TestDb::migrated(), &limits).await;
+    app.seed(1, 5, 3).await;
+    let mut a = member(&app, 1).await;
+    let mut other_device = member(&app, 1).await;
+
+    let started = std::time::Instant::now();
+    fire(&mut a, 0, 20, "typing", |_| json!({ "recipient_id": 2 })).await;
+    let (typed, limited) = tally_acks(&mut a, 20, None).await;
+    let most = most_granted(5, 1.0, started.elapsed());
+    assert!(
+        (5..=most).contains(&typed),
+        "typing: {typed} accepted (at most {most})"
+    );
+    assert_eq!(typed + limited, 20);
+
+    // Typing at its limit left the chat budget whole, on every device.
+    let started = std::time::Instant::now();
+    fire(
+        &mut other_device,
+        100,
+        15,
+        "chat_message",
+        |n| json!({ "recipient_id": 2, "message": format!("m{n}") }),
+    )
+    .await;
+    let (sent, limited) = tally_acks(&mut other_device, 15, None).await;
+    let most = most_granted(10, 1.0, started.elapsed());
+    assert!(
+        (10..=most).contains(&sent),
+        "chat: {sent} accepted (at most {most})"
+    );
+    assert_eq!(sent + limited, 15);
+
+    // Read marks write to the database: their budget runs out too. (These
+    // name no real message, so the ones let through are `not_found`.)
+    let started = std::time::Instant::now();
+    fire(
+        &mut a,
+        200,
+        10,
+        "mark_read",
+        |_| json!({ "conversation_id": 999_999, "message_id": 999_999 }),
+    )
+    .await;
+    let (marked, limited) = tally_acks(&mut a, 10, Some("not_found")).await;
+    let most = most_granted(3, 1.0, started.elapsed());
+    assert!(
+        (3..=most).contains(&marked),
+        "mark_read: {marked} let through (at most {most})"
+    );
+    assert_eq!(marked + limited, 10);
+    assert!(limited >= 5, "mark_read: only {limited} limited");
+
+    // Without an ack, the refusal is an `error` event.
+    a.send(&format!(
+        "42{}",
+        json!(["mark_read", { "conversation_id": 1, "message_id": 1 }])
+    ))
+    .await;
+    assert_eq!(a.expect_event("error").await["code"], "rate_limited");
+}
+
+#[actix_rt::test]
+async fn connect_is_refused_while_the_registry_cannot_answer() {
+    // Users 4 and 5 on shards of their own.
+    let app = TestApp::spawn_on(TestDb::migrated(), &["--registry-shards=4"]).await;
+    app.seed(1, 10, 3).await;
+    let registry = app.registry();
+    let (stalled_user, other_user) = (4, 5);
+    // Longer than the wait for an answer twice over, plus slack.
+    registry.stall_shard_of(stalled_user, Duration::from_secs(7));
+    let (_refused, answer) =
+        RawClient::connect(&app.ws_base, json!({ "token": app.token(stalled_user) })).await;
+    let body: Value = serde_json::from_str(answer.strip_prefix("44").expect("CONNECT_ERROR")).unwrap();
+    assert_eq!(body["data"]["code"], "unavailable", "{answer}");
+    assert!(body["message"].is_string(), "{answer}");
+    assert_eq!(
+        registry.sockets_of(stalled_user).await,
+        Err(aurum_actors::registry::RegisterError::Unavailable)
+    );
+    // Only that shard is stuck: users of the others connect meanwhile.
+    let _other = member(&app, other_user).await;
+
+    // Once the shard answers again, so does CONNECT.
+    for _ in 0..100 {
+        if registry.sockets_of(stalled_user).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _back = member(&app, stalled_user).await;
+    wait_for_sockets(&app, stalled_user, 1).await;
+}
+
+/// A token for `user` that expires `secs` seconds from now.
+fn token_expiring_in(user: i64, secs: i64) -> String {
+    use jsonwebtoken::{EncodingKey, Header};
+    let claims = json!({ "sub": user.to_string(), "exp": chrono::Utc::now().timestamp() + secs });
+    let key = EncodingKey::from_secret(crate::helpers::app::TEST_SECRET.as_bytes());
+    jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap()
+}
+
+#[actix_rt::test]
+async fn a_socket_is_told_and_closed_when_its_token_expires() {
+    let app = app_with_people().await;
+    // Past `exp`, if within the leeway REST grants for clock skew, a socket
+    // is refused rather than opened only to be closed at once.
+    let (_late, answer) =
+        RawClient::connect(&app.ws_base, json!({ "token": token_expiring_in(1, -2) })).await;
+    assert!(
+        answer.starts_with("44") && answer.contains("unauthorized"),
+        "{answer}"
+    );
+
+    let (mut a, answer) = RawClient::connect(&app.ws_base, json!({ "token": token_expiring_in(1, 2) })).await;
+    assert!(answer.starts_with("40{\"sid\":"), "{answer}");
+    let ack = a
+        .emit_ack(
+            1,
+            "chat_message",
+            json!({ "recipient_id": 2, "message": "before exp" }),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+
+    let (texts, close) = a.until_closed(Duration::from_secs(5)).await;
+    let expired: Vec<Value> = texts
+        .iter()
+        .filter_map(|text| text.strip_prefix("42"))
+        .filter_map(|json| serde_json::from_str::<Value>(json).ok())
+        .filter(|event| event[0] == "error")
+        .map(|event| event[1].clone())
+        .collect();
+    assert_eq!(expired.len(), 1, "{texts:?}");
+    assert_eq!(expired[0]["code"], "token_expired");
+    assert!(expired[0]["message"].is_string());
+    // A DISCONNECT would turn the official client's reconnection off.
+    assert!(!texts.iter().any(|text| text.starts_with("41")), "{texts:?}");
+    let close = close.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert_eq!(close.reason.as_str(), "token expired");
+    wait_for_sockets(&app, 1, 0).await;
+
+    // A fresh token connects again.
+    let mut again = member(&app, 1).await;
+    let ack = again
+        .emit_ack(
+            1,
+            "chat_message",
+            json!({ "recipient_id": 2, "message": "after" }),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
 }

@@ -9,6 +9,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
 
 use actix::Addr;
 use futures_util::future::LocalBoxFuture;
@@ -188,6 +189,9 @@ pub enum DisconnectReason {
     /// The server closed the transport so that the client connects again
     /// (its replay could not be served); no DISCONNECT, so clients do.
     Reconnect,
+    /// The credentials the socket connected with expired
+    /// ([`SessionHandle::expire_at`]).
+    TokenExpired,
 }
 
 impl DisconnectReason {
@@ -205,6 +209,7 @@ impl DisconnectReason {
             Self::ServerClose => "server_close",
             Self::ServerShutdown => "server_shutdown",
             Self::Reconnect => "reconnect",
+            Self::TokenExpired => "token_expired",
         }
     }
 }
@@ -501,11 +506,31 @@ impl SessionHandle {
             .map_err(|_| SendError::Closed)?;
         done.await.map_err(|_| SendError::Closed)
     }
+
+    /// At `deadline`, sends `farewell` and closes the transport
+    /// ([`DisconnectReason::TokenExpired`]) without a Socket.IO DISCONNECT,
+    /// so that the client reconnects, with fresh credentials.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionHandle::emit`]: on [`SendError::Full`] the session is
+    /// closed now, so it never outlives its deadline.
+    pub fn expire_at(&self, deadline: Instant, farewell: EncodedPacket) -> Result<(), SendError> {
+        send_bounded(&self.addr, &self.close, super::ExpireAt { deadline, farewell })
+    }
 }
 
 fn deliver(addr: &Addr<Session>, close: &CloseRequest, packet: EncodedPacket) -> Result<(), SendError> {
+    send_bounded(addr, close, super::Deliver(packet))
+}
+
+fn send_bounded<M>(addr: &Addr<Session>, close: &CloseRequest, message: M) -> Result<(), SendError>
+where
+    M: actix::Message<Result = ()> + Send + 'static,
+    Session: actix::Handler<M>,
+{
     use actix::prelude::SendError as MailboxError;
-    match addr.try_send(super::Deliver(packet)) {
+    match addr.try_send(message) {
         Ok(()) => Ok(()),
         Err(MailboxError::Full(_)) => {
             close.ask(DisconnectReason::SlowConsumer);

@@ -88,6 +88,16 @@ enum Stream {
     /// newest remembered so the replay knows how far to read.
     Replaying { newest_held: i64 },
 }
+
+/// Closes the session at `deadline`, after queuing `farewell` (sent by
+/// [`SessionHandle::expire_at`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ExpireAt {
+    pub(crate) deadline: std::time::Instant,
+    pub(crate) farewell: EncodedPacket,
+}
+
 enum NamespaceState {
     /// The application is deciding the CONNECT.
     Connecting,
@@ -258,6 +268,8 @@ impl Session {
             DisconnectReason::ConnectTimeout => Some(close_frame(CloseCode::Normal, "connect timeout")),
             DisconnectReason::ProtocolError => Some(close_frame(CloseCode::Protocol, "protocol error")),
             DisconnectReason::PayloadTooLarge => Some(close_frame(CloseCode::Size, "payload too large")),
+            // No DISCONNECT either: the client is to reconnect with a fresh token.
+            DisconnectReason::TokenExpired => Some(close_frame(CloseCode::Policy, "token expired")),
         }
     }
 
@@ -726,6 +738,21 @@ impl Handler<Deliver> for Session {
             }
         }
         self.queue_encoded(packet, ctx);
+    }
+}
+
+impl Handler<ExpireAt> for Session {
+    type Result = ();
+
+    fn handle(&mut self, ExpireAt { deadline, farewell }: ExpireAt, ctx: &mut Self::Context) {
+        let delay = deadline.saturating_duration_since(std::time::Instant::now());
+        ctx.run_later(delay, move |act, ctx| {
+            if act.exit.is_some() {
+                return;
+            }
+            act.queue_encoded(farewell, ctx);
+            act.close(DisconnectReason::TokenExpired, ctx);
+        });
     }
 }
 

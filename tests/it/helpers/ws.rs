@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -108,6 +109,26 @@ impl RawClient {
             {
                 let args: Vec<Value> = serde_json::from_str(rest).unwrap();
                 return args.into_iter().next().unwrap_or(Value::Null);
+            }
+        }
+    }
+
+    /// Every text frame until the server closes the socket (answering pings
+    /// on the way), and its close frame: `None` if the connection ended
+    /// without one. Panics if the socket is still open after `wait`.
+    pub async fn until_closed(&mut self, wait: Duration) -> (Vec<String>, Option<CloseFrame>) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut texts = Vec::new();
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("still open after {wait:?}; got {texts:?}"));
+            match frame {
+                Some(Ok(Message::Text(text))) if text == "2" && self.auto_pong => self.send("3").await,
+                Some(Ok(Message::Text(text))) => texts.push(text.to_string()),
+                Some(Ok(Message::Close(frame))) => return (texts, frame),
+                None | Some(Err(_)) => return (texts, None),
+                Some(Ok(_)) => {}
             }
         }
     }

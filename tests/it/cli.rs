@@ -1,0 +1,61 @@
+//! The `aurum` binary itself: what `serve` accepts and lists.
+
+use std::time::Duration;
+
+use crate::helpers::app::TEST_SECRET;
+
+fn aurum() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_aurum"));
+    command.kill_on_drop(true);
+    command
+}
+
+#[actix_rt::test]
+async fn serve_with_redis_url_refuses_to_start() {
+    let run = aurum()
+        .arg("serve")
+        .env("REDIS_URL", "redis://127.0.0.1:6379")
+        .env("JWT_SECRET", TEST_SECRET)
+        .env("BIND", "127.0.0.1:0")
+        .env("WS_BIND", "127.0.0.1:0")
+        .env("DATABASE_URL", "postgres://127.0.0.1:1/nowhere")
+        .env("MIGRATE_ON_START", "false")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("serve exits instead of serving")
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "REDIS_URL is set, but this build has no Redis bridge yet: unset it to run a single node"
+        ),
+        "{stderr}"
+    );
+}
+
+#[actix_rt::test]
+async fn serve_help_lists_the_limits_and_nothing_that_does_nothing() {
+    let output = aurum().args(["serve", "--help"]).output().await.unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for variable in [
+        "CHAT_RATE",
+        "CHAT_BURST",
+        "TYPING_RATE",
+        "TYPING_BURST",
+        "READ_RATE",
+        "READ_BURST",
+        "MAX_SOCKETS_PER_USER",
+        "REDIS_URL",
+    ] {
+        assert!(
+            help.contains(&format!("env: {variable}=")),
+            "{variable} missing:\n{help}"
+        );
+    }
+    for gone in ["ENABLE_RESOURCE_MONITOR", "MEMORY_HIGH_WATERMARK", "NODE_ID"] {
+        assert!(!help.contains(gone), "{gone} is listed but does nothing:\n{help}");
+    }
+}
