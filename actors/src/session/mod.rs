@@ -134,6 +134,9 @@ pub(crate) struct Session {
     room_waiter: Option<oneshot::Sender<usize>>,
     /// Acks held back until the replay is through (see `Stream`).
     held_answers: Vec<EncodedPacket>,
+    /// When the socket's credentials expire, and what it is then told
+    /// (see `arm_expiry`).
+    expiry: Option<(std::time::Instant, EncodedPacket)>,
     /// Closes asked for while the mailbox was full.
     close_request: Arc<CloseRequest>,
     /// Set once, by [`Session::close`]: the session is on its way out.
@@ -171,6 +174,7 @@ impl Session {
                 stream: Stream::Live { floor: 0 },
                 room_waiter: None,
                 held_answers: Vec::new(),
+                expiry: None,
                 close_request: Arc::default(),
                 exit: None,
                 shutdown: Some(shutdown),
@@ -381,6 +385,7 @@ impl Session {
         if self.exit.is_some() {
             return;
         }
+        self.arm_expiry(ctx);
         self.queue_frames(
             std::iter::once(Message::Text(Utf8Bytes::from_static(PING_FRAME))),
             ctx,
@@ -745,7 +750,27 @@ impl Handler<ExpireAt> for Session {
     type Result = ();
 
     fn handle(&mut self, ExpireAt { deadline, farewell }: ExpireAt, ctx: &mut Self::Context) {
+        self.expiry = Some((deadline, farewell));
+        self.arm_expiry(ctx);
+    }
+}
+
+impl Session {
+    /// Starts the expiry's timer once the deadline is within a ping
+    /// interval; until then the ping timer, which every socket has anyway,
+    /// looks at it. A timer of its own for every socket's whole life would
+    /// cost each idle socket a couple of hundred bytes.
+    fn arm_expiry(&mut self, ctx: &mut Context<Self>) {
+        let Some((deadline, _)) = &self.expiry else {
+            return;
+        };
         let delay = deadline.saturating_duration_since(std::time::Instant::now());
+        if delay > self.config.ping_interval {
+            return;
+        }
+        let Some((_, farewell)) = self.expiry.take() else {
+            return;
+        };
         ctx.run_later(delay, move |act, ctx| {
             if act.exit.is_some() {
                 return;
