@@ -17,7 +17,7 @@ use std::sync::Arc;
 use aurum_actors::session::{EncodedPacket, SessionHandle};
 use aurum_schema::ids::{MessageId, UserId};
 use aurum_schema::models::messages::{self, ChatMessage};
-use aurum_schema::pool::DbPool;
+use aurum_schema::pool::{DbConn, DbPool};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -142,11 +142,16 @@ impl Replayer {
         }
     }
 
-    async fn backlog_over(&self, user: i64, since: i64) -> Result<bool, Stop> {
-        let mut conn = self.db.get().await.map_err(|error| {
+    /// A pooled connection, held for one query only.
+    async fn connection(&self, user: i64) -> Result<DbConn<'_>, Stop> {
+        self.db.get().await.map_err(|error| {
             tracing::warn!(%error, user, "replay: no database connection");
             Stop::Failed
-        })?;
+        })
+    }
+
+    async fn backlog_over(&self, user: i64, since: i64) -> Result<bool, Stop> {
+        let mut conn = self.connection(user).await?;
         messages::backlog_over(&mut conn, UserId(user), MessageId(since), self.max_backlog)
             .await
             .map_err(|error| {
@@ -158,10 +163,7 @@ impl Replayer {
     /// One page; the connection goes back to the pool before the replay
     /// waits for the client.
     async fn page(&self, user: i64, since: i64, limit: i64) -> Result<Vec<ChatMessage>, Stop> {
-        let mut conn = self.db.get().await.map_err(|error| {
-            tracing::warn!(%error, user, "replay: no database connection");
-            Stop::Failed
-        })?;
+        let mut conn = self.connection(user).await?;
         messages::since(&mut conn, UserId(user), MessageId(since), limit)
             .await
             .map_err(|error| {

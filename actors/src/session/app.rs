@@ -482,12 +482,7 @@ impl SessionHandle {
     ///
     /// [`SendError::Closed`] once the session is gone.
     pub async fn replay_page(&self, packets: Vec<EncodedPacket>) -> Result<usize, SendError> {
-        let (reply, room) = tokio::sync::oneshot::channel();
-        self.addr
-            .send(super::ReplayPage { packets, reply })
-            .await
-            .map_err(|_| SendError::Closed)?;
-        room.await.map_err(|_| SendError::Closed)
+        self.ask(|reply| super::ReplayPage { packets, reply }).await
     }
 
     /// Ends a replay that has sent every position up to `last`: `true` when
@@ -499,12 +494,20 @@ impl SessionHandle {
     ///
     /// [`SendError::Closed`] once the session is gone.
     pub async fn finish_replay(&self, last: i64) -> Result<bool, SendError> {
-        let (reply, done) = tokio::sync::oneshot::channel();
-        self.addr
-            .send(super::FinishReplay { last, reply })
-            .await
-            .map_err(|_| SendError::Closed)?;
-        done.await.map_err(|_| SendError::Closed)
+        self.ask(|reply| super::FinishReplay { last, reply }).await
+    }
+
+    /// Sends the message `make` builds around a reply channel, waiting for
+    /// room in the mailbox (a replay can wait), then for the answer, which
+    /// the session may give later (when the client has read enough).
+    async fn ask<M, T>(&self, make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> M) -> Result<T, SendError>
+    where
+        M: actix::Message<Result = ()> + Send + 'static,
+        Session: actix::Handler<M>,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.addr.send(make(reply)).await.map_err(|_| SendError::Closed)?;
+        answer.await.map_err(|_| SendError::Closed)
     }
 
     /// At `deadline`, sends `farewell` and closes the transport

@@ -304,13 +304,26 @@ impl Session {
     }
 
     fn queue_encoded(&mut self, packet: EncodedPacket, ctx: &mut Context<Self>) {
-        let EncodedPacket {
-            text, attachments, ..
-        } = packet;
-        let frames = std::iter::once(Message::Text(text)).chain(attachments.into_iter().map(Message::Binary));
-        // `Chain` is not `ExactSizeIterator`; collect the handful of frames.
-        let frames: Vec<Message> = frames.collect();
-        self.queue_frames(frames.into_iter(), ctx);
+        self.queue_all(std::iter::once(packet), ctx);
+    }
+
+    /// Queues `packets` as one lot: all of their frames fit, or the session
+    /// closes as a slow consumer.
+    fn queue_all(&mut self, packets: impl IntoIterator<Item = EncodedPacket>, ctx: &mut Context<Self>) {
+        // `FlatMap` is not `ExactSizeIterator`; collect the frames.
+        let frames: Vec<Message> = packets
+            .into_iter()
+            .flat_map(
+                |EncodedPacket {
+                     text, attachments, ..
+                 }| {
+                    std::iter::once(Message::Text(text)).chain(attachments.into_iter().map(Message::Binary))
+                },
+            )
+            .collect();
+        if !frames.is_empty() {
+            self.queue_frames(frames.into_iter(), ctx);
+        }
     }
 
     /// Hands the queued frames to the socket, unless a write is in flight
@@ -813,19 +826,7 @@ impl Handler<ReplayPage> for Session {
         if self.closing(ctx) {
             return; // `reply` dropped: the replay stops
         }
-        let frames: Vec<Message> = packets
-            .into_iter()
-            .flat_map(
-                |EncodedPacket {
-                     text, attachments, ..
-                 }| {
-                    std::iter::once(Message::Text(text)).chain(attachments.into_iter().map(Message::Binary))
-                },
-            )
-            .collect();
-        if !frames.is_empty() {
-            self.queue_frames(frames.into_iter(), ctx);
-        }
+        self.queue_all(packets, ctx);
         self.room_waiter = Some(reply);
         self.grant_room();
     }
