@@ -8,10 +8,11 @@ SEED_PROFILES ?= 100000
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 AURUM := $(TARGET_DIR)/release/aurum
 
-.PHONY: help run test lint fmt build release bench-profiles bench-ws soak-delivery
+.PHONY: help run cluster test lint fmt build release bench-profiles bench-ws soak-delivery
 
 help:
 	@echo "make run             start PostgreSQL if needed, migrate, seed $(SEED_PROFILES) profiles, serve"
+	@echo "make cluster         like run, with Redis (started if none answers) and two nodes: a on 8080/8081, b on 8090/8091"
 	@echo "make test            start PostgreSQL if needed, run every test"
 	@echo "make lint            cargo fmt --check and clippy -D warnings"
 	@echo "make bench-profiles  profile API benchmark on 1,000,000 profiles -> docs/benchmarks.md"
@@ -39,6 +40,12 @@ run: release
 	echo "  curl http://127.0.0.1:8080/health"; \
 	echo; \
 	exec $(AURUM) serve --dev
+
+cluster: release
+	@if [ -z "$${DATABASE_URL:-}" ]; then export DATABASE_URL="$$(scripts/ensure-postgres.sh)/$(DB_NAME)"; fi; \
+	$(AURUM) migrate --create-database; \
+	$(AURUM) seed --profiles $(SEED_PROFILES) --if-empty; \
+	exec scripts/cluster.sh $(AURUM)
 
 # Tests make their own databases (cloned from a migrated template) on the
 # server found or started here; nextest runs them in parallel processes when

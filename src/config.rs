@@ -16,11 +16,26 @@ pub struct Config {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/aurum")]
     pub database_url: String,
-    /// Redis URL for the bus between nodes. This build has no Redis bridge
-    /// yet, so `serve` refuses to start when it is set rather than run as a
-    /// single node the operator did not ask for.
+    /// Redis URL for the bus between nodes (`redis://host:port/db`).
+    /// Unset: a single node. Set: nodes sharing this Redis and the same
+    /// database behave as one.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Redis Cluster with sharded pub/sub; not supported by this build yet,
+    /// so `serve` refuses to start when it is true.
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
+    /// Prefix of every Redis key and channel.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "aurum:")]
+    pub redis_prefix: String,
+    /// This node's name on the bus (1 to 64 of A-Z a-z 0-9 . _ - :);
+    /// default: host name and process id.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+    /// Seconds a node's presence lease on a member lives unless renewed:
+    /// a crashed node's members go offline within it.
+    #[arg(long, env = "PRESENCE_TTL", default_value_t = 30)]
+    pub presence_ttl: u64,
     /// Address for REST, health and metrics.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
@@ -132,8 +147,12 @@ pub enum ConfigError {
          {workers} HTTP workers need one connection each (at least {needed})"
     )]
     TooFewConnections { max: u32, workers: u32, needed: u32 },
-    #[error("REDIS_URL is set, but this build has no Redis bridge yet: unset it to run a single node")]
-    NoRedisBridge,
+    #[error(
+        "REDIS_CLUSTER=true, but this build has no Redis Cluster support yet: point REDIS_URL at one Redis"
+    )]
+    NoRedisCluster,
+    #[error("NODE_ID: {0}")]
+    NodeId(#[from] aurum_actors::bridge::InvalidNodeId),
     #[error("{0}")]
     Parse(#[from] clap::Error),
 }
@@ -212,10 +231,23 @@ impl Config {
     /// Fails on settings this build cannot honour, so that they are not
     /// silently ignored.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
-        if self.redis_url.is_some() {
-            return Err(ConfigError::NoRedisBridge);
+        if self.redis_cluster {
+            return Err(ConfigError::NoRedisCluster);
         }
+        aurum_actors::bridge::check_node_id(&self.node())?;
         Ok(())
+    }
+
+    /// `NODE_ID`, or the host name and process id.
+    pub fn node(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+                .filter(|name| aurum_actors::bridge::check_node_id(name).is_ok())
+                .unwrap_or_else(|| "node".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
     }
 }
 

@@ -21,6 +21,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Each HTTP worker's pool settings, worked out (and checked) once.
     per_http_worker: PoolSettings,
+    /// The bus between nodes, once the realtime side has started it.
+    pub bus: Option<aurum_actors::bridge::BridgeHandle>,
 }
 
 impl AppState {
@@ -34,6 +36,7 @@ impl AppState {
             cursors: CursorCodec::derive(&secret),
             config: Arc::new(config),
             per_http_worker: pools.per_http_worker,
+            bus: None,
         })
     }
 

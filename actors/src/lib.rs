@@ -1,4 +1,5 @@
 //! Realtime actors.
+pub mod bridge;
 pub mod codec;
 pub mod listener;
 mod live;

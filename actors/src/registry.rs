@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use actix::prelude::SendError as MailboxError;
 use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, Supervised, Supervisor};
-use serde_json::Value;
 
-use crate::session::{AckReply, EncodedPacket, SendError, SessionHandle, SessionId};
+use crate::session::{EncodedPacket, PreparedAck, SendError, SessionHandle, SessionId};
 
 /// How often a shard drops sessions that ended without their unregister
 /// reaching it (sent when the shard's mailbox was full).
@@ -127,7 +126,7 @@ impl RegistryHandle {
             .map_err(DeliverError::from)
     }
 
-    /// Answers `ack` with `answer`, then sends `packet` to `user`'s sockets
+    /// Sends `ack`, then sends `packet` to `user`'s sockets
     /// but the one that asked, all through `user`'s shard: the ack then
     /// keeps its place among the deliveries to `user`, so a client never
     /// holds the id of its own message before an older one sent to it.
@@ -141,14 +140,13 @@ impl RegistryHandle {
         user: i64,
         packet: EncodedPacket,
         asker: SessionId,
-        ack: AckReply,
-        answer: Vec<Value>,
+        ack: PreparedAck,
     ) -> Result<(), DeliverError> {
         let message = Deliver {
             user,
             packet,
             except: Some(asker),
-            ack: Some((ack, answer)),
+            ack: Some(ack),
         };
         self.shard(user).try_send(message).map_err(|error| {
             let failure = match &error {
@@ -156,13 +154,39 @@ impl RegistryHandle {
                 MailboxError::Closed(_) => DeliverError::Unavailable,
             };
             let (MailboxError::Full(message) | MailboxError::Closed(message)) = error;
-            if let Some((ack, answer)) = message.ack
-                && let Err(error) = answer_ack(ack, answer, message.packet.position())
+            if let Some(ack) = message.ack
+                && let Err(error) = ack.send()
             {
                 tracing::debug!(%error, user, "ack not delivered");
             }
             failure
         })
+    }
+
+    /// Every user with a socket on this node, shard by shard; a shard that
+    /// does not answer within [`ANSWER_TIMEOUT`] is left out (the caller
+    /// asks again on its next round).
+    pub async fn users(&self) -> Vec<i64> {
+        let asks = self
+            .shards
+            .iter()
+            .map(|shard| shard.send(Users).timeout(ANSWER_TIMEOUT));
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .flatten()
+            .collect()
+    }
+
+    /// `user`'s open sockets on this node (none when the shard does not
+    /// answer within [`ANSWER_TIMEOUT`]).
+    pub async fn sessions_of(&self, user: i64) -> Vec<SessionHandle> {
+        self.shard(user)
+            .send(SessionsOf { user })
+            .timeout(ANSWER_TIMEOUT)
+            .await
+            .unwrap_or_default()
     }
 
     /// How many sockets `user` holds on this node.
@@ -194,14 +218,6 @@ impl RegistryHandle {
     #[doc(hidden)]
     pub fn stall_shard_of(&self, user: i64, duration: Duration) {
         self.shard(user).do_send(Stall(duration));
-    }
-}
-
-/// Sends an ack that names the message at `position`, if the delivery has one.
-fn answer_ack(ack: AckReply, answer: Vec<Value>, position: Option<i64>) -> Result<(), SendError> {
-    match position {
-        Some(position) => ack.send_at_position(answer, position),
-        None => ack.send(answer),
     }
 }
 
@@ -313,7 +329,7 @@ struct Deliver {
     packet: EncodedPacket,
     except: Option<SessionId>,
     /// Answered first (see `RegistryHandle::deliver_with_ack`).
-    ack: Option<(AckReply, Vec<Value>)>,
+    ack: Option<PreparedAck>,
 }
 
 impl Handler<Deliver> for RegistryShard {
@@ -322,8 +338,8 @@ impl Handler<Deliver> for RegistryShard {
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         let sessions = &mut self.sessions;
         Self::guarded(ctx, (), move || {
-            if let Some((ack, answer)) = msg.ack
-                && let Err(error) = answer_ack(ack, answer, msg.packet.position())
+            if let Some(ack) = msg.ack
+                && let Err(error) = ack.send()
             {
                 tracing::debug!(%error, user = msg.user, "ack not delivered");
             }
@@ -360,6 +376,39 @@ impl Handler<Count> for RegistryShard {
             Ok(sessions
                 .get(&msg.user)
                 .map_or(0, |list| list.iter().filter(|s| s.is_connected()).count()))
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<i64>")]
+struct Users;
+
+impl Handler<Users> for RegistryShard {
+    type Result = Vec<i64>;
+
+    fn handle(&mut self, _: Users, ctx: &mut Context<Self>) -> Self::Result {
+        let sessions = &self.sessions;
+        Self::guarded(ctx, Vec::new(), || sessions.keys().copied().collect())
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<SessionHandle>")]
+struct SessionsOf {
+    user: i64,
+}
+
+impl Handler<SessionsOf> for RegistryShard {
+    type Result = Vec<SessionHandle>;
+
+    fn handle(&mut self, msg: SessionsOf, ctx: &mut Context<Self>) -> Self::Result {
+        let sessions = &self.sessions;
+        Self::guarded(ctx, Vec::new(), || {
+            sessions
+                .get(&msg.user)
+                .map(|list| list.iter().filter(|s| s.is_connected()).cloned().collect())
+                .unwrap_or_default()
         })
     }
 }

@@ -16,6 +16,7 @@
 //! every message it held (gathering or in the database) is answered
 //! `Unavailable`, and it restarts at once, empty, with its mailbox intact.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
@@ -185,6 +186,9 @@ pub struct MessageWriter {
     pending: Vec<(Outgoing, Hook)>,
     timer: Option<SpawnHandle>,
     order: CommitOrder<Answers>,
+    /// Batches released in commit order whose hooks have yet to run (see
+    /// `finish`).
+    released: VecDeque<Answers>,
 }
 
 /// A committed batch's hooks and outcomes, in input order.
@@ -212,6 +216,7 @@ impl MessageWriter {
             pending: Vec::new(),
             timer: None,
             order: CommitOrder::default(),
+            released: VecDeque::new(),
         }
     }
 
@@ -240,6 +245,9 @@ impl Supervised for MessageWriter {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.timer = None;
         self.pending.clear();
+        for answers in self.released.drain(..) {
+            answers.send();
+        }
         self.order.abandon(Answers::send);
     }
 }
@@ -312,11 +320,13 @@ impl MessageWriter {
         result: Result<Vec<Stored>, WriteError>,
         ctx: &mut Context<Self>,
     ) {
+        let released = &mut self.released;
         match result {
             Ok(outcomes) => {
                 let place = Place::of(&outcomes);
+                let answers = Answers { hooks, outcomes };
                 self.order
-                    .committed(ticket, place, Answers { hooks, outcomes }, Answers::send);
+                    .committed(ticket, place, answers, |answers| released.push_back(answers));
             }
             Err(error) => {
                 // Nothing of it committed (or nothing is known to have), so
@@ -324,10 +334,26 @@ impl MessageWriter {
                 for hook in hooks {
                     hook.answer(Err(error));
                 }
-                self.order.failed(ticket, Answers::send);
+                self.order.failed(ticket, |answers| released.push_back(answers));
             }
         }
         self.flush(ctx);
+        if !self.released.is_empty() {
+            // The hooks wait for one turn of the thread: the next batch's
+            // task, queued by `flush`, then sends its statement first, and
+            // the database works on it while the hooks run. Run at once,
+            // they would sit between each commit and the next batch,
+            // capping the rate a single batch in flight can carry.
+            let turn = actix::fut::wrap_future::<_, Self>(tokio::task::yield_now());
+            ctx.spawn(turn.map(|(), writer, _| writer.send_released()));
+        }
+    }
+
+    /// Runs the released batches' hooks, oldest first.
+    fn send_released(&mut self) {
+        while let Some(answers) = self.released.pop_front() {
+            answers.send();
+        }
     }
 }
 

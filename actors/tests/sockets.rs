@@ -101,7 +101,7 @@ impl SocketApp for Recorder {
             ("ack", Some(ack)) => ack.send(args).unwrap(),
             ("expire", _) => {
                 let deadline = std::time::Instant::now() + EXPIRE_AFTER;
-                let farewell = EncodedPacket::event(&nsp, "bye", vec![]);
+                let farewell = std::sync::Arc::new(EncodedPacket::event(&nsp, "bye", vec![]));
                 session.expire_at(deadline, farewell).unwrap();
             }
             ("flood", _) => {

@@ -21,7 +21,7 @@ pub fn serve(config: Config) -> Result<(), CliError> {
     actix_rt::System::new().block_on(async move {
         // The pool's maintenance task needs a running runtime.
         let state = AppState::new(config)?;
-        let realtime = crate::realtime::Realtime::start(&state);
+        let realtime = crate::realtime::Realtime::start(&state)?;
         crate::run(state, realtime, listener, sockets, shutdown_signal()).await?;
         Ok::<(), CliError>(())
     })?;

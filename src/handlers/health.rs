@@ -2,6 +2,8 @@
 
 use actix_web::{HttpResponse, web};
 use diesel_async::RunQueryDsl;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde_json::json;
 
 use crate::state::AppState;
@@ -26,9 +28,33 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let database = database_ok(&state).await;
     let pool = state.db.state();
+    // Readiness ignores the bus (DESIGN.md, "Between nodes"); this report
+    // does not: a node whose bus is down serves its own sockets only.
+    let bus = state.bus.as_ref().map(|bus| {
+        let stats = bus.stats();
+        let count = |counter: &AtomicU64| AtomicU64::load(counter, Ordering::Relaxed);
+        json!({
+            "state": if stats.is_up() { "up" } else { "down" },
+            "node": bus.node(),
+            "subscriptions": count(&stats.subscriptions),
+            "received": count(&stats.received),
+            "discarded": count(&stats.discarded),
+            "published": count(&stats.published),
+            "dropped": count(&stats.dropped),
+        })
+    });
+    let bus_up = state.bus.as_ref().is_none_or(|bus| bus.stats().is_up());
+    let status = if !database {
+        "unhealthy"
+    } else if bus_up {
+        "healthy"
+    } else {
+        "degraded"
+    };
     HttpResponse::Ok().json(json!({
-        "status": if database { "ok" } else { "degraded" },
+        "status": status,
         "database": { "reachable": database, "pool_connections": pool.connections, "pool_idle": pool.idle_connections },
+        "bus": bus.unwrap_or_else(|| json!({ "state": "none" })),
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }

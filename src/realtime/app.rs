@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use aurum_actors::bridge::BridgeHandle;
 use aurum_actors::registry::{RegisterError, RegistryHandle};
 use aurum_actors::session::{
     AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, EncodedPacket, Event,
@@ -31,7 +32,7 @@ pub struct ChatApp {
     limits: ChatLimits,
     budgets: Arc<BudgetTable>,
     /// What a socket is told when its token expires, encoded once for all.
-    token_expired: EncodedPacket,
+    token_expired: Arc<EncodedPacket>,
 }
 
 impl ChatApp {
@@ -39,20 +40,25 @@ impl ChatApp {
         jwt: JwtKeys,
         registry: RegistryHandle,
         writer: WriterHandle,
+        bridge: Option<BridgeHandle>,
         db: DbPool,
-        replayer: Replayer,
+        replayer: Arc<Replayer>,
         limits: ChatLimits,
     ) -> Self {
-        let router = Router::new(registry.clone());
+        let router = Router::new(registry.clone(), bridge);
         let budgets = BudgetTable::new(limits.chat_message, limits.typing, limits.mark_read);
-        let token_expired = EncodedPacket::event(CHAT_NAMESPACE, "error", vec![token_expired().body()]);
+        let token_expired = Arc::new(EncodedPacket::event(
+            CHAT_NAMESPACE,
+            "error",
+            vec![token_expired().body()],
+        ));
         Self {
             jwt,
             registry,
             router,
             writer,
             db,
-            replayer: std::sync::Arc::new(replayer),
+            replayer,
             limits,
             budgets,
             token_expired,
@@ -66,8 +72,9 @@ struct Member {
     since: Option<i64>,
     /// When the socket's token expires.
     expires_at: Instant,
-    /// Shared with the user's other sockets on this node.
-    budgets: Arc<UserBudgets>,
+    /// Shared with the user's other sockets on this node; taken on the
+    /// first event that spends from them, so an idle socket holds none.
+    budgets: Option<Arc<UserBudgets>>,
 }
 
 /// A CONNECT's parsed `auth`.
@@ -139,8 +146,8 @@ fn budget_of(event: &str) -> Option<(Budget, &'static str)> {
 
 /// Has the session say `token_expired` and close its transport when the
 /// member's token expires.
-fn expire_with_token(session: &SessionHandle, member: &Member, farewell: &EncodedPacket) {
-    if let Err(error) = session.expire_at(member.expires_at, farewell.clone()) {
+fn expire_with_token(session: &SessionHandle, member: &Member, farewell: &Arc<EncodedPacket>) {
+    if let Err(error) = session.expire_at(member.expires_at, Arc::clone(farewell)) {
         // The session is closing already (see `expire_at`).
         tracing::debug!(%error, session = %session.id(), "token expiry not scheduled");
     }
@@ -155,7 +162,6 @@ impl SocketApp for ChatApp {
         let parsed = parse_auth(&self.jwt, request.auth.as_ref());
         let registry = self.registry.clone();
         let max = self.limits.max_sockets_per_user;
-        let budgets = Arc::clone(&self.budgets);
         async move {
             let Auth {
                 user,
@@ -180,7 +186,7 @@ impl SocketApp for ChatApp {
                 user,
                 since,
                 expires_at,
-                budgets: budgets.of(user),
+                budgets: None,
             }))
         }
         .boxed_local()
@@ -198,6 +204,7 @@ impl SocketApp for ChatApp {
             return; // the session is closing
         }
         let registry = self.registry.clone();
+        let bridge = self.router.bridge().cloned();
         let replayer = std::sync::Arc::clone(&self.replayer);
         let session = session.clone();
         // A short task: register, then replay. Nothing per socket outlives
@@ -218,6 +225,12 @@ impl SocketApp for ChatApp {
                 Err(RegisterError::Unavailable) => {
                     tracing::warn!(user, "registry unavailable; the next heartbeat registers again");
                 }
+            }
+            // Subscribed to the user's channel before the replay reads:
+            // whatever commits from then on comes over the bus, whatever
+            // committed before is in what the replay reads.
+            if let Some(bridge) = bridge {
+                bridge.reach(user).await;
             }
             if let Some(since) = since {
                 replayer.run(&session, user, since).await;
@@ -255,7 +268,10 @@ impl SocketApp for ChatApp {
             return async {}.boxed_local();
         }
         if let Some((budget, what)) = budget_of(&event.name)
-            && !member.budgets.try_take(budget, now)
+            && !member
+                .budgets
+                .get_or_insert_with(|| self.budgets.of(user))
+                .try_take(budget, now)
         {
             let error = ChatError::new("rate_limited", format!("too many {what}; slow down"));
             answer(&session, event.ack, Err(error));

@@ -2,14 +2,14 @@
 //! committed, acknowledged, then delivered to the recipient's sockets and
 //! the sender's other sockets.
 
-use aurum_actors::session::{AckReply, SessionHandle};
+use aurum_actors::session::{AckReply, EncodedPacket, SessionHandle};
 use aurum_actors::writer::{WriteError, WriterHandle};
 use aurum_schema::ids::UserId;
-use aurum_schema::models::messages::{Outgoing, Stored};
-use serde_json::{Value, json};
+use aurum_schema::models::messages::{ChatMessage, Outgoing, Stored};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{ChatError, ChatLimits, Router, answer, id_field};
+use super::{CHAT_NAMESPACE, ChatError, ChatLimits, Router, answer, id_field};
 
 pub(super) async fn handle(
     writer: WriterHandle,
@@ -119,9 +119,20 @@ fn committed(
             return answer(session, ack, Err(error));
         }
     };
-    // One serialisation: the ack's `sent_at` is the event's, to the letter.
-    let event = match serde_json::to_value(&message) {
-        Ok(event) => event,
+    if !fresh {
+        // A retry: nothing new to deliver; its first copy already was.
+        let reply = serde_json::to_value(Sent::of(&message)).map_err(|error| {
+            tracing::error!(%error, id = message.id, "a stored message's ack could not be serialized");
+            ChatError::new("internal", "the message was stored but cannot be shown")
+        });
+        return answer(session, ack, reply);
+    }
+    // Serialized from the types, no `Value` in between: this runs on the
+    // writer's thread for every message, in series with its next batch.
+    // The ack's `sent_at` goes through the event's formatter, so the two
+    // agree to the letter.
+    let packet = match EncodedPacket::event_of(CHAT_NAMESPACE, "new_message", &message) {
+        Ok(packet) => packet.at_position(message.id),
         Err(error) => {
             // Stored, but not expressible: the sender hears why, and a
             // retry with its client_id finds the stored message.
@@ -130,16 +141,36 @@ fn committed(
             return answer(session, ack, Err(error));
         }
     };
-    let reply = json!({
-        "ok": true,
-        "id": message.id,
-        "conversation_id": message.conversation_id,
-        "sent_at": event["sent_at"],
-    });
-    if fresh {
-        router.deliver_committed(&message, event, session.id(), ack.map(|ack| (ack, vec![reply])));
-    } else {
-        // A retry: nothing new to deliver; its first copy already was.
-        answer(session, ack, Ok(reply));
+    let ack = match ack.map(|ack| ack.prepare_at_position(&Sent::of(&message), message.id)) {
+        None => None,
+        Some(Ok(ack)) => Some(ack),
+        Some(Err((ack, error))) => {
+            tracing::error!(%error, id = message.id, "a stored message's ack could not be serialized");
+            let error = ChatError::new("internal", "the message was stored but its ack cannot be written");
+            answer(session, Some(ack), Err(error));
+            None
+        }
+    };
+    router.deliver_committed(&message, packet, session.id(), ack);
+}
+
+/// The ack of a committed message (`{ ok, id, conversation_id, sent_at }`).
+#[derive(serde::Serialize)]
+pub(super) struct Sent<'a> {
+    ok: bool,
+    id: i64,
+    conversation_id: i64,
+    #[serde(serialize_with = "aurum_schema::json_time::timestamp")]
+    sent_at: &'a chrono::DateTime<chrono::Utc>,
+}
+
+impl<'a> Sent<'a> {
+    pub(super) fn of(message: &'a ChatMessage) -> Self {
+        Self {
+            ok: true,
+            id: message.id,
+            conversation_id: message.conversation_id,
+            sent_at: &message.created_at,
+        }
     }
 }

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use aurum_actors::bridge::{BridgeHandle, BridgeSettings, Recovered, StartError};
 use aurum_actors::registry::RegistryHandle;
 use aurum_actors::writer::WriterHandle;
 
@@ -12,16 +15,22 @@ use super::{ChatApp, ChatLimits};
 /// each started once, before any socket or HTTP worker exists, each under a
 /// supervisor that restarts it if it panics.
 pub struct Realtime {
-    pub app: std::sync::Arc<ChatApp>,
+    pub app: Arc<ChatApp>,
     pub registry: RegistryHandle,
     pub writer: WriterHandle,
+    /// The bus between nodes, when `REDIS_URL` is set.
+    pub bridge: Option<BridgeHandle>,
     /// The arbiters the long-lived actors and the sessions run on.
     arbiters: Vec<actix::Arbiter>,
 }
 
 impl Realtime {
     /// Starts the actors; call inside the actix system.
-    pub fn start(state: &crate::state::AppState) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// When the Redis bridge's settings are unusable (`REDIS_URL`, `NODE_ID`).
+    pub fn start(state: &crate::state::AppState) -> Result<Self, StartError> {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let arbiters: Vec<actix::Arbiter> = (0..cores).map(|_| actix::Arbiter::new()).collect();
         let limits = ChatLimits::from_config(&state.config);
@@ -38,27 +47,36 @@ impl Realtime {
             },
             arbiters.first(),
         );
-        let replayer = Replayer::new(
+        let replayer = Arc::new(Replayer::new(
             state.db.clone(),
             &ReplaySettings {
                 concurrency: state.config.replay_concurrency,
                 max_backlog: state.config.replay_max_backlog,
             },
-        );
+        ));
+        let bridge = state.config.redis_url.as_ref().map(|url| {
+            let mut settings = BridgeSettings::new(url, &state.config.redis_prefix, state.config.node());
+            settings.lease_ttl = Duration::from_secs(state.config.presence_ttl.max(1));
+            settings.on_recovered = Some(catch_up(registry.clone(), Arc::clone(&replayer)));
+            BridgeHandle::start(settings, registry.clone(), arbiters.last())
+        });
+        let bridge = bridge.transpose()?;
         let app = ChatApp::new(
             state.jwt.clone(),
             registry.clone(),
             writer.clone(),
+            bridge.clone(),
             state.db.clone(),
             replayer,
             limits,
         );
-        Self {
-            app: std::sync::Arc::new(app),
+        Ok(Self {
+            app: Arc::new(app),
             registry,
             writer,
+            bridge,
             arbiters,
-        }
+        })
     }
 
     /// The socket settings from the service configuration. Sessions run on
@@ -75,4 +93,28 @@ impl Realtime {
             ..Default::default()
         }
     }
+}
+
+/// What the bridge calls once the bus is back (or dropped deliveries): each
+/// of the users' sockets here replays from the newest message it was sent,
+/// through the replayer's bounded slots, so whatever the bus lost while it
+/// was down comes from PostgreSQL.
+fn catch_up(registry: RegistryHandle, replayer: Arc<Replayer>) -> Recovered {
+    Arc::new(move |users: Vec<i64>| {
+        let registry = registry.clone();
+        let replayer = Arc::clone(&replayer);
+        actix::spawn(async move {
+            tracing::info!(users = users.len(), "catching up after the bus was down");
+            for user in users {
+                for session in registry.sessions_of(user).await {
+                    let replayer = Arc::clone(&replayer);
+                    actix::spawn(async move {
+                        if let Ok(Some(since)) = session.begin_catch_up().await {
+                            replayer.run(&session, user, since).await;
+                        }
+                    });
+                }
+            }
+        });
+    })
 }

@@ -11,10 +11,11 @@ fn aurum() -> tokio::process::Command {
 }
 
 #[actix_rt::test]
-async fn serve_with_redis_url_refuses_to_start() {
+async fn serve_with_redis_cluster_refuses_to_start() {
     let run = aurum()
         .arg("serve")
         .env("REDIS_URL", "redis://127.0.0.1:6379")
+        .env("REDIS_CLUSTER", "true")
         .env("JWT_SECRET", TEST_SECRET)
         .env("BIND", "127.0.0.1:0")
         .env("WS_BIND", "127.0.0.1:0")
@@ -29,7 +30,7 @@ async fn serve_with_redis_url_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(
-            "REDIS_URL is set, but this build has no Redis bridge yet: unset it to run a single node"
+            "REDIS_CLUSTER=true, but this build has no Redis Cluster support yet: point REDIS_URL at one Redis"
         ),
         "{stderr}"
     );
@@ -49,13 +50,16 @@ async fn serve_help_lists_the_limits_and_nothing_that_does_nothing() {
         "READ_BURST",
         "MAX_SOCKETS_PER_USER",
         "REDIS_URL",
+        "REDIS_PREFIX",
+        "NODE_ID",
+        "PRESENCE_TTL",
     ] {
         assert!(
             help.contains(&format!("env: {variable}=")),
             "{variable} missing:\n{help}"
         );
     }
-    for gone in ["ENABLE_RESOURCE_MONITOR", "MEMORY_HIGH_WATERMARK", "NODE_ID"] {
+    for gone in ["ENABLE_RESOURCE_MONITOR", "MEMORY_HIGH_WATERMARK"] {
         assert!(!help.contains(gone), "{gone} is listed but does nothing:\n{help}");
     }
 }

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod auth;
+mod bridge;
 mod cli;
 mod conversations;
 mod delivery;

@@ -361,6 +361,69 @@ pub fn encode_frame(packet: &SocketPacket) -> String {
     text
 }
 
+/// The frame of an EVENT `name` with the one argument `arg`, serialized
+/// straight from its type: what [`encode_frame`] writes for the same event
+/// built from a `Value`, without building the `Value` (a map and a string
+/// per field) first.
+///
+/// # Errors
+///
+/// When `arg`'s `Serialize` implementation fails.
+pub fn encode_event_frame<T: serde::Serialize + ?Sized>(
+    nsp: &str,
+    name: &str,
+    arg: &T,
+) -> Result<String, serde_json::Error> {
+    let mut frame = frame_header(PacketKind::Event, nsp, None);
+    frame.push(b'[');
+    serde_json::to_writer(&mut frame, name)?;
+    frame.push(b',');
+    serde_json::to_writer(&mut frame, arg)?;
+    frame.push(b']');
+    Ok(into_text(frame))
+}
+
+/// The frame of an ACK for ack id `id` answering the one argument `arg`,
+/// serialized straight from its type (see [`encode_event_frame`]).
+///
+/// # Errors
+///
+/// When `arg`'s `Serialize` implementation fails.
+pub fn encode_ack_frame<T: serde::Serialize + ?Sized>(
+    nsp: &str,
+    id: u64,
+    arg: &T,
+) -> Result<String, serde_json::Error> {
+    let mut frame = frame_header(PacketKind::Ack, nsp, Some(id));
+    frame.push(b'[');
+    serde_json::to_writer(&mut frame, arg)?;
+    frame.push(b']');
+    Ok(into_text(frame))
+}
+
+/// `<MESSAGE><type>[<namespace>,][<ack id>]` of a non-binary packet.
+fn frame_header(kind: PacketKind, nsp: &str, id: Option<u64>) -> Vec<u8> {
+    /// Room for a short payload, so most frames never reallocate.
+    const TYPICAL_FRAME: usize = 256;
+    let mut header = String::with_capacity(TYPICAL_FRAME);
+    header.push(engine::MESSAGE);
+    header.push(kind.as_char());
+    if nsp != MAIN_NAMESPACE {
+        header.push_str(nsp);
+        header.push(',');
+    }
+    if let Some(id) = id {
+        let _ = write!(header, "{id}");
+    }
+    header.into_bytes()
+}
+
+/// serde_json writes UTF-8 only, so the check cannot fail; it is kept
+/// rather than skipped (the crate forbids `unsafe`) and costs one pass.
+fn into_text(frame: Vec<u8>) -> String {
+    String::from_utf8(frame).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+}
+
 fn encode_into(packet: &SocketPacket, text: &mut String) {
     text.push(packet.kind.as_char());
     // Writing into a String cannot fail, hence the ignored results.

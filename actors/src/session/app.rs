@@ -276,14 +276,38 @@ impl EncodedPacket {
         Self::from_packet(&SocketPacket::event(nsp, name, args, None))
     }
 
-    /// Any plain (non-binary) packet.
-    pub fn from_packet(packet: &SocketPacket) -> Self {
+    /// An EVENT named `name` with the one argument `arg`, serialized from
+    /// its type with no `Value` in between (the chat path's encoding).
+    ///
+    /// # Errors
+    ///
+    /// When `arg` fails to serialize.
+    pub fn event_of<T: serde::Serialize + ?Sized>(
+        nsp: &str,
+        name: &str,
+        arg: &T,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self::from_text(socket::encode_event_frame(nsp, name, arg)?))
+    }
+
+    /// An Engine.IO text frame encoded elsewhere (by another node, for
+    /// one), queued as it is.
+    pub fn from_frame(text: String) -> Self {
+        Self::from_text(text)
+    }
+
+    fn from_text(text: String) -> Self {
         Self {
-            text: socket::encode_frame(packet).into(),
+            text: text.into(),
             attachments: Vec::new(),
             position: None,
             answer: false,
         }
+    }
+
+    /// Any plain (non-binary) packet.
+    pub fn from_packet(packet: &SocketPacket) -> Self {
+        Self::from_text(socket::encode_frame(packet))
     }
 
     /// A binary packet and its attachments, which move without a copy.
@@ -485,6 +509,21 @@ impl SessionHandle {
         self.ask(|reply| super::ReplayPage { packets, reply }).await
     }
 
+    /// Starts a replay from where the client stands: the session holds
+    /// live positioned packets back from now on (as after
+    /// [`SessionHandle::begin_replay`]) and answers the largest position it
+    /// has queued, from which the caller replays. `None` when a replay is
+    /// already under way (it reads on until it has passed every held
+    /// packet). For when deliveries may have been lost, e.g. while the bus
+    /// between nodes was down.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once the session is gone.
+    pub async fn begin_catch_up(&self) -> Result<Option<i64>, SendError> {
+        self.ask(|reply| super::BeginCatchUp { reply }).await
+    }
+
     /// Ends a replay that has sent every position up to `last`: `true` when
     /// the session is live again (it drops live packets at or below `last`
     /// from now on), `false` when a newer live packet was held back
@@ -518,7 +557,10 @@ impl SessionHandle {
     ///
     /// As [`SessionHandle::emit`]: on [`SendError::Full`] the session is
     /// closed now, so it never outlives its deadline.
-    pub fn expire_at(&self, deadline: Instant, farewell: EncodedPacket) -> Result<(), SendError> {
+    ///
+    /// `farewell` is shared: every socket of a node holds one until its
+    /// deadline, and most sockets say the same thing.
+    pub fn expire_at(&self, deadline: Instant, farewell: Arc<EncodedPacket>) -> Result<(), SendError> {
         send_bounded(&self.addr, &self.close, super::ExpireAt { deadline, farewell })
     }
 }
@@ -540,6 +582,24 @@ where
             Err(SendError::Full)
         }
         Err(MailboxError::Closed(_)) => Err(SendError::Closed),
+    }
+}
+
+/// An ack answer already encoded (see [`AckReply::prepare_at_position`]).
+#[derive(Debug)]
+pub struct PreparedAck {
+    reply: AckReply,
+    packet: EncodedPacket,
+}
+
+impl PreparedAck {
+    /// Sends it.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionHandle::emit`].
+    pub fn send(self) -> Result<(), SendError> {
+        deliver(&self.reply.addr, &self.reply.close, self.packet)
     }
 }
 
@@ -572,19 +632,29 @@ impl AckReply {
         self.id
     }
 
-    /// Answers with `args`, an answer that names the message at
-    /// `position` of the client's stream (its own message's id): during a
-    /// replay it waits until every older position has been sent, so the
-    /// client never holds an id before the older ones it is owed.
+    /// The answer `[arg]`, serialized from its type now, to be sent later
+    /// (possibly from another thread), naming the message at `position`
+    /// of the client's stream (its own message's id): during a replay it
+    /// waits until every older position has been sent, so the client never
+    /// holds an id before the older ones it is owed.
     ///
     /// # Errors
     ///
-    /// As [`SessionHandle::emit`].
-    pub fn send_at_position(self, args: Vec<Value>, position: i64) -> Result<(), SendError> {
-        let packet = SocketPacket::ack(self.nsp, self.id, args);
-        let mut packet = EncodedPacket::from_packet(&packet).at_position(position);
-        packet.answer = true;
-        deliver(&self.addr, &self.close, packet)
+    /// When `arg` fails to serialize: the reply comes back unspent, so the
+    /// client can still be told.
+    pub fn prepare_at_position<T: serde::Serialize + ?Sized>(
+        self,
+        arg: &T,
+        position: i64,
+    ) -> Result<PreparedAck, (Self, serde_json::Error)> {
+        match socket::encode_ack_frame(&self.nsp, self.id, arg) {
+            Ok(text) => {
+                let mut packet = EncodedPacket::from_text(text).at_position(position);
+                packet.answer = true;
+                Ok(PreparedAck { reply: self, packet })
+            }
+            Err(error) => Err((self, error)),
+        }
     }
 
     /// Answers with `args`.

@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use self::app::CloseRequest;
 pub use self::app::{
     AckReply, AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, EncodedPacket, Event,
-    SendError, SessionHandle, SessionId, SocketApp,
+    PreparedAck, SendError, SessionHandle, SessionId, SocketApp,
 };
 pub use self::config::SocketConfig;
 use crate::codec::engine::{self, EnginePacket, Frame, OpenPayload};
@@ -62,6 +62,13 @@ pub(crate) struct Close(pub(crate) DisconnectReason);
 #[rtype(result = "()")]
 pub(crate) struct BeginReplay;
 
+/// See [`SessionHandle::begin_catch_up`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct BeginCatchUp {
+    pub(crate) reply: oneshot::Sender<Option<i64>>,
+}
+
 /// See [`SessionHandle::replay_page`].
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -80,13 +87,24 @@ pub(crate) struct FinishReplay {
 
 /// Where the client stands in its message stream: what becomes of live
 /// packets that carry a position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stream {
     /// Sent, unless at or below `floor` (a replay already sent it).
     Live { floor: i64 },
-    /// A replay is under way: held back (the replay reads them), the
-    /// newest remembered so the replay knows how far to read.
-    Replaying { newest_held: i64 },
+    /// A replay is under way. Boxed: few sockets replay at any time, and
+    /// every idle socket would otherwise carry its fields.
+    Replaying(Box<Replay>),
+}
+
+/// A replay's state in its session.
+#[derive(Default)]
+struct Replay {
+    /// The newest live packet held back (the replay reads it from the
+    /// database), so the replay knows how far to read.
+    newest_held: i64,
+    /// The replay, waiting for room in the outbound queue.
+    room_waiter: Option<oneshot::Sender<usize>>,
+    /// Acks held back until the replay is through (see `Stream`).
+    held_answers: Vec<EncodedPacket>,
 }
 
 /// Closes the session at `deadline`, after queuing `farewell` (sent by
@@ -95,7 +113,7 @@ enum Stream {
 #[rtype(result = "()")]
 pub(crate) struct ExpireAt {
     pub(crate) deadline: std::time::Instant,
-    pub(crate) farewell: EncodedPacket,
+    pub(crate) farewell: Arc<EncodedPacket>,
 }
 
 enum NamespaceState {
@@ -130,13 +148,12 @@ pub(crate) struct Session {
     pong_deadline: Option<SpawnHandle>,
     pending_events: usize,
     stream: Stream,
-    /// A replay waiting for room in the outbound queue.
-    room_waiter: Option<oneshot::Sender<usize>>,
-    /// Acks held back until the replay is through (see `Stream`).
-    held_answers: Vec<EncodedPacket>,
+    /// The largest stream position queued for the client: where a catch-up
+    /// starts (see [`SessionHandle::begin_catch_up`]).
+    newest_sent: i64,
     /// When the socket's credentials expire, and what it is then told
     /// (see `arm_expiry`).
-    expiry: Option<(std::time::Instant, EncodedPacket)>,
+    expiry: Option<(std::time::Instant, Arc<EncodedPacket>)>,
     /// Closes asked for while the mailbox was full.
     close_request: Arc<CloseRequest>,
     /// Set once, by [`Session::close`]: the session is on its way out.
@@ -172,8 +189,7 @@ impl Session {
                 pong_deadline: None,
                 pending_events: 0,
                 stream: Stream::Live { floor: 0 },
-                room_waiter: None,
-                held_answers: Vec::new(),
+                newest_sent: 0,
                 expiry: None,
                 close_request: Arc::default(),
                 exit: None,
@@ -311,8 +327,14 @@ impl Session {
     /// closes as a slow consumer.
     fn queue_all(&mut self, packets: impl IntoIterator<Item = EncodedPacket>, ctx: &mut Context<Self>) {
         // `FlatMap` is not `ExactSizeIterator`; collect the frames.
+        let newest_sent = &mut self.newest_sent;
         let frames: Vec<Message> = packets
             .into_iter()
+            .inspect(|packet| {
+                if let Some(position) = packet.position {
+                    *newest_sent = (*newest_sent).max(position);
+                }
+            })
             .flat_map(
                 |EncodedPacket {
                      text, attachments, ..
@@ -375,13 +397,14 @@ impl Session {
     /// may take the room there is but a quarter of the queue, which stays
     /// free for acks, pings and the client's other traffic.
     fn grant_room(&mut self) {
-        if self.room_waiter.is_none() || self.exit.is_some() {
+        if self.exit.is_some() {
             return;
         }
         let reserve = (self.config.outbound_queue / 4).max(1);
         let grant = self.room().saturating_sub(reserve);
         if grant >= reserve
-            && let Some(waiter) = self.room_waiter.take()
+            && let Stream::Replaying(replay) = &mut self.stream
+            && let Some(waiter) = replay.room_waiter.take()
         {
             // A replay that stopped waiting has nothing to be told.
             let _ = waiter.send(grant);
@@ -736,18 +759,18 @@ impl Handler<Deliver> for Session {
         }
         if let Some(position) = packet.position {
             match &mut self.stream {
-                Stream::Replaying { newest_held } => {
-                    *newest_held = (*newest_held).max(position);
+                Stream::Replaying(replay) => {
+                    replay.newest_held = replay.newest_held.max(position);
                     if packet.answer {
                         // At most one per event in progress, which the
                         // session bounds; past the queue's size, the
                         // client is not reading at all.
-                        if self.held_answers.len() >= self.config.outbound_queue {
+                        if replay.held_answers.len() >= self.config.outbound_queue {
                             tracing::warn!(session = %self.id, "closing socket: acks piled up during a replay");
                             self.close(DisconnectReason::SlowConsumer, ctx);
                             return;
                         }
-                        self.held_answers.push(packet);
+                        replay.held_answers.push(packet);
                     }
                     return;
                 }
@@ -788,7 +811,7 @@ impl Session {
             if act.exit.is_some() {
                 return;
             }
-            act.queue_encoded(farewell, ctx);
+            act.queue_encoded(Arc::unwrap_or_clone(farewell), ctx);
             act.close(DisconnectReason::TokenExpired, ctx);
         });
     }
@@ -815,7 +838,23 @@ impl Handler<BeginReplay> for Session {
         if self.closing(ctx) {
             return;
         }
-        self.stream = Stream::Replaying { newest_held: 0 };
+        self.stream = Stream::Replaying(Box::default());
+    }
+}
+
+impl Handler<BeginCatchUp> for Session {
+    type Result = ();
+
+    fn handle(&mut self, BeginCatchUp { reply }: BeginCatchUp, ctx: &mut Self::Context) {
+        if self.closing(ctx) {
+            return; // `reply` dropped: no catch-up
+        }
+        if matches!(self.stream, Stream::Replaying(_)) {
+            let _ = reply.send(None);
+            return;
+        }
+        self.stream = Stream::Replaying(Box::default());
+        let _ = reply.send(Some(self.newest_sent));
     }
 }
 
@@ -827,8 +866,12 @@ impl Handler<ReplayPage> for Session {
             return; // `reply` dropped: the replay stops
         }
         self.queue_all(packets, ctx);
-        self.room_waiter = Some(reply);
-        self.grant_room();
+        // A page outside a replay (no `begin_replay`) is sent, and `reply`
+        // dropped: that replay ends here.
+        if let Stream::Replaying(replay) = &mut self.stream {
+            replay.room_waiter = Some(reply);
+            self.grant_room();
+        }
     }
 }
 
@@ -839,18 +882,19 @@ impl Handler<FinishReplay> for Session {
         if self.closing(ctx) {
             return;
         }
-        let live = match self.stream {
-            Stream::Replaying { newest_held } if newest_held > last => false,
-            _ => {
-                self.stream = Stream::Live { floor: last };
-                true
-            }
-        };
-        if live {
-            for answer in std::mem::take(&mut self.held_answers) {
+        if let Stream::Replaying(replay) = &self.stream
+            && replay.newest_held > last
+        {
+            let _ = reply.send(false);
+            return;
+        }
+        let previous = std::mem::replace(&mut self.stream, Stream::Live { floor: last });
+        if let Stream::Replaying(replay) = previous {
+            for answer in replay.held_answers {
                 self.queue_encoded(answer, ctx);
             }
         }
+        let live = true;
         let _ = reply.send(live);
     }
 }

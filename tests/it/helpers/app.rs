@@ -12,9 +12,10 @@ pub struct TestApp {
     pub base: String,
     /// `ws://host:port` of the Socket.IO listener.
     pub ws_base: String,
-    pub db: TestDb,
+    pub db: std::sync::Arc<TestDb>,
     registry: aurum_actors::registry::RegistryHandle,
     writer: aurum_actors::writer::WriterHandle,
+    bus: Option<aurum_actors::bridge::BridgeHandle>,
     pub state: AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     client: awc::Client,
@@ -28,6 +29,11 @@ impl TestApp {
 
     /// Starts the server on `db` with extra flags (`--pool-timeout=1`, ...).
     pub async fn spawn_on(db: TestDb, extra_args: &[&str]) -> Self {
+        Self::spawn_sharing(std::sync::Arc::new(db), extra_args).await
+    }
+
+    /// Starts a node on `db`, which other nodes of the test may share.
+    pub async fn spawn_sharing(db: std::sync::Arc<TestDb>, extra_args: &[&str]) -> Self {
         let mut args = vec![
             "aurum".to_owned(),
             format!("--database-url={}", db.url),
@@ -47,9 +53,10 @@ impl TestApp {
         let sockets = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let ws_base = format!("ws://{}", sockets.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let realtime = aurum::realtime::Realtime::start(&state);
+        let realtime = aurum::realtime::Realtime::start(&state).unwrap();
         let registry = realtime.registry.clone();
         let writer = realtime.writer.clone();
+        let bus = realtime.bridge.clone();
         let server = aurum::run(state.clone(), realtime, listener, sockets, async move {
             let _ = stopped.await;
         });
@@ -66,6 +73,7 @@ impl TestApp {
             ws_base,
             registry,
             writer,
+            bus,
             db,
             state,
             stop: Some(stop),
@@ -75,6 +83,10 @@ impl TestApp {
 
     pub fn registry(&self) -> &aurum_actors::registry::RegistryHandle {
         &self.registry
+    }
+
+    pub fn bus(&self) -> &aurum_actors::bridge::BridgeHandle {
+        self.bus.as_ref().expect("started with --redis-url")
     }
 
     pub fn writer(&self) -> &aurum_actors::writer::WriterHandle {

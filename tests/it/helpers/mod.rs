@@ -1,6 +1,7 @@
 pub mod app;
 pub mod db;
 pub mod plans;
+pub mod redis;
 pub mod ws;
 
 pub use app::TestApp;

@@ -256,6 +256,19 @@ proptest! {
     }
 
     #[test]
+    fn typed_frames_are_the_value_frames(
+        nsp in namespace(),
+        name in any::<String>(),
+        arg in json_value(),
+        id in any::<u64>(),
+    ) {
+        let event = SocketPacket::event(nsp.clone(), name.clone(), vec![arg.clone()], None);
+        prop_assert_eq!(socket::encode_event_frame(&nsp, &name, &arg).unwrap(), socket::encode_frame(&event));
+        let ack = SocketPacket::ack(nsp.clone(), id, vec![arg.clone()]);
+        prop_assert_eq!(socket::encode_ack_frame(&nsp, id, &arg).unwrap(), socket::encode_frame(&ack));
+    }
+
+    #[test]
     fn binary_packets_round_trip(packet in binary_packet()) {
         let frame = packet.encode_frame();
         let EnginePacket::Message(text) = engine::decode_text(&frame).unwrap() else {

@@ -1,0 +1,257 @@
+//! Several real nodes sharing one PostgreSQL database and a private
+//! redis-server: cross-node chat, typing and read receipts, a node that
+//! hears nothing for users it does not hold, and Redis dying mid-chat.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::redis::TestRedis;
+use crate::helpers::ws::RawClient;
+use crate::helpers::{TestApp, TestDb};
+
+/// Nodes named `a`, `b`, ... on one database and `redis`, each with a
+/// short presence lease so the tests see leases lapse quickly.
+async fn nodes(redis: &TestRedis, count: usize) -> Vec<TestApp> {
+    let db = Arc::new(TestDb::migrated());
+    let prefix = format!("t{:08x}:", rand::random::<u32>());
+    let mut nodes = Vec::new();
+    for index in 0..count {
+        let name = char::from(b'a' + u8::try_from(index).unwrap()).to_string();
+        let node = TestApp::spawn_sharing(
+            Arc::clone(&db),
+            &[
+                &format!("--redis-url={}", redis.url()),
+                &format!("--redis-prefix={prefix}"),
+                &format!("--node-id={name}"),
+                "--presence-ttl=3",
+            ],
+        )
+        .await;
+        nodes.push(node);
+    }
+    nodes[0].seed(1, 10, 3).await;
+    for node in &nodes {
+        wait_until("the bus is up", || node.bus().stats().is_up()).await;
+    }
+    nodes
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn member(node: &TestApp, user: i64, since: Option<i64>) -> RawClient {
+    let mut auth = json!({ "token": node.token(user) });
+    if let Some(since) = since {
+        auth["since"] = json!(since);
+    }
+    let (client, answer) = RawClient::connect(&node.ws_base, auth).await;
+    assert!(answer.starts_with("40{\"sid\":"), "{answer}");
+    client
+}
+
+/// Waits until `node`'s bus has `user`'s channel (the socket's CONNECT
+/// subscribes it before anything else happens on the socket).
+async fn reachable(node: &TestApp, user: i64) {
+    node.bus().reach(user).await;
+}
+
+async fn send(client: &mut RawClient, ack: u64, to: i64, text: &str) -> Value {
+    let answer = client
+        .emit_ack(
+            ack,
+            "chat_message",
+            json!({ "recipient_id": to, "message": text }),
+        )
+        .await;
+    assert_eq!(answer["ok"], true, "{answer}");
+    answer
+}
+
+#[actix_rt::test]
+async fn chat_typing_and_receipts_cross_nodes() {
+    let redis = TestRedis::start().await;
+    let nodes = nodes(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut alice = member(a, 1, None).await;
+    let mut alice_phone = member(b, 1, None).await;
+    let mut bob = member(b, 2, None).await;
+    reachable(a, 1).await;
+    reachable(b, 1).await;
+    reachable(b, 2).await;
+
+    let sent = send(&mut alice, 1, 2, "hello across nodes").await;
+    let got = bob.expect_event("new_message").await;
+    assert_eq!(got["id"], sent["id"]);
+    assert_eq!(got["message"], "hello across nodes");
+    assert_eq!(got["sender_id"], 1);
+    // The sender's other device, on the other node, gets its copy too.
+    let copy = alice_phone.expect_event("new_message").await;
+    assert_eq!(copy["id"], sent["id"]);
+
+    bob.send(&format!("42{}", json!(["typing", { "recipient_id": 1 }])))
+        .await;
+    assert_eq!(alice.expect_event("typing").await["sender_id"], 2);
+
+    let read = bob
+        .emit_ack(
+            2,
+            "mark_read",
+            json!({ "conversation_id": sent["conversation_id"], "message_id": sent["id"] }),
+        )
+        .await;
+    assert_eq!(read["ok"], true, "{read}");
+    let receipt = alice.expect_event("message_read").await;
+    assert_eq!(receipt["reader_id"], 2);
+    assert_eq!(receipt["message_id"], sent["id"]);
+
+    let reply = send(&mut bob, 3, 1, "and back").await;
+    assert_eq!(alice.expect_event("new_message").await["id"], reply["id"]);
+    assert_eq!(alice_phone.expect_event("typing").await["sender_id"], 2);
+    // A user's channel reaches every node holding the user, the origin
+    // too when it is one of them: alice is on both, so what is published
+    // for her comes back to its origin, which ignores it. a published one
+    // such event (the copy of alice's message for her phone), b three
+    // (bob's typing, receipt and reply, for alice). Nothing else is thrown
+    // away and nothing is dropped.
+    for (node, echoes) in [(a, 1), (b, 3)] {
+        let stats = node.bus().stats();
+        assert_eq!(
+            stats.discarded.load(Ordering::Relaxed),
+            echoes,
+            "{}",
+            node.bus().node()
+        );
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 0, "{}", node.bus().node());
+    }
+}
+
+#[actix_rt::test]
+async fn a_node_hears_nothing_for_users_it_does_not_hold() {
+    let redis = TestRedis::start().await;
+    let nodes = nodes(&redis, 3).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    // 3 and 4 both on a: nothing should reach the bus at all; 5 on b, 6
+    // on c: only c hears what 5 sends 6, only b what 6 answers.
+    let mut three = member(a, 3, None).await;
+    let mut four = member(a, 4, None).await;
+    let mut five = member(b, 5, None).await;
+    let mut six = member(c, 6, None).await;
+    for (node, user) in [(a, 3), (a, 4), (b, 5), (c, 6)] {
+        reachable(node, user).await;
+    }
+    for round in 0..20 {
+        send(&mut three, 100 + round, 4, "local").await;
+        four.expect_event("new_message").await;
+    }
+    for round in 0..10 {
+        send(&mut five, 200 + round, 6, "to c").await;
+        six.expect_event("new_message").await;
+        send(&mut six, 300 + round, 5, "to b").await;
+        five.expect_event("new_message").await;
+    }
+    let received = |node: &TestApp| node.bus().stats().received.load(Ordering::Relaxed);
+    assert_eq!(received(a), 0, "a holds 3 and 4 only: the bus has nothing for it");
+    assert_eq!(received(b), 10, "b hears only what is sent to 5");
+    assert_eq!(received(c), 10, "c hears only what is sent to 6");
+    for node in &nodes {
+        assert_eq!(node.bus().stats().discarded.load(Ordering::Relaxed), 0);
+    }
+    let mut redis_conn = redis.connection().await;
+    let channels: Vec<String> = redis::cmd("PUBSUB")
+        .arg("CHANNELS")
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        channels.len(),
+        4,
+        "one channel per user held, no patterns: {channels:?}"
+    );
+    let patterns: i64 = redis::cmd("PUBSUB")
+        .arg("NUMPAT")
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    assert_eq!(patterns, 0);
+}
+
+#[actix_rt::test]
+async fn redis_dying_mid_chat_loses_nothing() {
+    let mut redis = TestRedis::start().await;
+    let nodes = nodes(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut alice = member(a, 1, None).await;
+    let mut bob = member(b, 2, None).await;
+    reachable(a, 1).await;
+    reachable(b, 2).await;
+    let first = send(&mut alice, 1, 2, "before").await;
+    assert_eq!(bob.expect_event("new_message").await["id"], first["id"]);
+
+    redis.stop();
+    wait_until("a sees the bus down", || !a.bus().stats().is_up()).await;
+    let (status, health) = a.get("/health", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["bus"]["state"], "down", "{health}");
+    let (status, _) = a.get("/health/ready", None).await;
+    assert_eq!(status, 200, "a bus outage keeps the node ready");
+
+    // Writes go on: PostgreSQL is the truth.
+    let mut during = Vec::new();
+    for round in 0..5 {
+        during.push(send(&mut alice, 10 + round, 2, &format!("during {round}")).await["id"].clone());
+    }
+
+    redis.resume().await;
+    for node in &nodes {
+        wait_until("the bus is back", || node.bus().stats().is_up()).await;
+    }
+    // Bob's socket never closed: the catch-up brings what the bus missed.
+    let mut got = Vec::new();
+    while got.len() < during.len() {
+        let message = bob.expect_event("new_message").await;
+        got.push(message["id"].clone());
+    }
+    assert_eq!(got, during, "every message sent while Redis was down, in order");
+
+    // And the bus carries live traffic again.
+    let after = send(&mut alice, 30, 2, "after").await;
+    assert_eq!(bob.expect_event("new_message").await["id"], after["id"]);
+    let (_, health) = a.get("/health", None).await;
+    assert_eq!(health["status"], "healthy", "{health}");
+}
+
+#[actix_rt::test]
+async fn a_reconnect_on_another_node_gets_what_it_missed() {
+    let redis = TestRedis::start().await;
+    let nodes = nodes(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut alice = member(a, 1, None).await;
+    let mut bob = member(a, 2, None).await;
+    let first = send(&mut alice, 1, 2, "one").await;
+    assert_eq!(bob.expect_event("new_message").await["id"], first["id"]);
+    drop(bob);
+    let mut missed = Vec::new();
+    for round in 0..3 {
+        missed.push(send(&mut alice, 2 + round, 2, "missed").await["id"].clone());
+    }
+    let since = first["id"].as_i64().unwrap();
+    let mut bob = member(b, 2, Some(since)).await;
+    let mut got = Vec::new();
+    while got.len() < missed.len() {
+        got.push(bob.expect_event("new_message").await["id"].clone());
+    }
+    assert_eq!(got, missed);
+    let live = send(&mut alice, 9, 2, "live").await;
+    assert_eq!(bob.expect_event("new_message").await["id"], live["id"]);
+}
