@@ -36,6 +36,12 @@ pub struct Config {
     /// a crashed node's members go offline within it.
     #[arg(long, env = "PRESENCE_TTL", default_value_t = 30)]
     pub presence_ttl: u64,
+    /// With REDIS_URL: message ids below a client's `since` its replay sends
+    /// again (clients dedupe by id), because a message committed on another
+    /// node can arrive after a newer one. 100,000 ids is 5 s at 20,000
+    /// messages/s.
+    #[arg(long, env = "REPLAY_OVERLAP_IDS", default_value_t = 100_000)]
+    pub replay_overlap_ids: i64,
     /// Address for REST, health and metrics.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,

@@ -602,7 +602,11 @@ impl RedisBridge {
             ctx.cancel_future(stream);
         }
         self.sink = None;
-        self.stats.up.store(false, Ordering::Relaxed);
+        if self.stats.up.swap(false, Ordering::Relaxed) {
+            // From here deliveries from other nodes are lost until the bus
+            // is back; the catch-up then starts from what each socket had.
+            self.registry.mark_catch_up_all();
+        }
         self.stats.subscriptions.store(0, Ordering::Relaxed);
         for channel in self.channels.values_mut() {
             channel.subscribed = false;

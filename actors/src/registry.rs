@@ -179,6 +179,16 @@ impl RegistryHandle {
             .collect()
     }
 
+    /// Marks every socket on this node for a catch-up (see
+    /// [`SessionHandle::mark_catch_up`]).
+    pub fn mark_catch_up_all(&self) {
+        for shard in &self.shards {
+            if let Err(error) = shard.try_send(MarkAll) {
+                tracing::warn!(error = %DeliverError::from(error), "catch-up marks not set on a shard");
+            }
+        }
+    }
+
     /// `user`'s open sockets on this node (none when the shard does not
     /// answer within [`ANSWER_TIMEOUT`]).
     pub async fn sessions_of(&self, user: i64) -> Vec<SessionHandle> {
@@ -390,6 +400,25 @@ impl Handler<Users> for RegistryShard {
     fn handle(&mut self, _: Users, ctx: &mut Context<Self>) -> Self::Result {
         let sessions = &self.sessions;
         Self::guarded(ctx, Vec::new(), || sessions.keys().copied().collect())
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct MarkAll;
+
+impl Handler<MarkAll> for RegistryShard {
+    type Result = ();
+
+    fn handle(&mut self, _: MarkAll, ctx: &mut Context<Self>) {
+        let sessions = &self.sessions;
+        Self::guarded(ctx, (), || {
+            for session in sessions.values().flatten() {
+                // A full mailbox closes that socket: its client reconnects
+                // with its own `since`, which is as good.
+                let _ = session.mark_catch_up();
+            }
+        });
     }
 }
 

@@ -31,6 +31,13 @@ pub struct ReplaySettings {
     /// A backlog larger than this gets `resync_required` instead: the
     /// client pages the REST history.
     pub max_backlog: i64,
+    /// Ids below `since` a replay reads again (0 on a single node). Between
+    /// nodes, commit order does not survive the bus: a message committed on
+    /// one node can reach a socket after a newer one committed on another,
+    /// so a client's largest id may pass one it lacks. Reading a window
+    /// below it again closes that gap; clients dedupe by id (DESIGN.md,
+    /// "Delivery", the overlap design, on top of commit order per node).
+    pub overlap: i64,
 }
 
 impl Default for ReplaySettings {
@@ -38,6 +45,7 @@ impl Default for ReplaySettings {
         Self {
             concurrency: 32,
             max_backlog: 10_000,
+            overlap: 0,
         }
     }
 }
@@ -47,6 +55,7 @@ pub struct Replayer {
     db: DbPool,
     permits: Arc<Semaphore>,
     max_backlog: i64,
+    overlap: i64,
 }
 
 /// Why a replay stopped before the end.
@@ -63,6 +72,7 @@ impl Replayer {
             db,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             max_backlog: settings.max_backlog.max(0),
+            overlap: settings.overlap.max(0),
         }
     }
 
@@ -98,7 +108,11 @@ impl Replayer {
 
     async fn stream(&self, session: &SessionHandle, user: i64, since: i64) -> Result<(), Stop> {
         let gone = |_| Stop::Gone;
-        let mut last = since;
+        let mut last = if since > 0 {
+            since.saturating_sub(self.overlap).max(0)
+        } else {
+            0
+        };
         let mut room = session.replay_page(Vec::new()).await.map_err(gone)?;
         let mut first = true;
         loop {

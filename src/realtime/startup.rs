@@ -52,6 +52,11 @@ impl Realtime {
             &ReplaySettings {
                 concurrency: state.config.replay_concurrency,
                 max_backlog: state.config.replay_max_backlog,
+                overlap: if state.config.redis_url.is_some() {
+                    state.config.replay_overlap_ids
+                } else {
+                    0
+                },
             },
         ));
         let bridge = state.config.redis_url.as_ref().map(|url| {

@@ -512,7 +512,9 @@ impl SessionHandle {
     /// Starts a replay from where the client stands: the session holds
     /// live positioned packets back from now on (as after
     /// [`SessionHandle::begin_replay`]) and answers the largest position it
-    /// has queued, from which the caller replays. `None` when a replay is
+    /// had queued when [`SessionHandle::mark_catch_up`] was called (or now,
+    /// without a mark), from which the caller replays; `None` also when the
+    /// socket has no position at all. `None` when a replay is
     /// already under way (it reads on until it has passed every held
     /// packet). For when deliveries may have been lost, e.g. while the bus
     /// between nodes was down.
@@ -522,6 +524,17 @@ impl SessionHandle {
     /// [`SendError::Closed`] once the session is gone.
     pub async fn begin_catch_up(&self) -> Result<Option<i64>, SendError> {
         self.ask(|reply| super::BeginCatchUp { reply }).await
+    }
+
+    /// Notes that deliveries may be lost from now on (the bus between nodes
+    /// went down): the next [`SessionHandle::begin_catch_up`] starts from
+    /// the newest position sent before this, not from what was sent since.
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionHandle::emit`].
+    pub fn mark_catch_up(&self) -> Result<(), SendError> {
+        send_bounded(&self.addr, &self.close, super::MarkCatchUp)
     }
 
     /// Ends a replay that has sent every position up to `last`: `true` when

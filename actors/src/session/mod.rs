@@ -69,6 +69,11 @@ pub(crate) struct BeginCatchUp {
     pub(crate) reply: oneshot::Sender<Option<i64>>,
 }
 
+/// See [`SessionHandle::mark_catch_up`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct MarkCatchUp;
+
 /// See [`SessionHandle::replay_page`].
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -151,6 +156,9 @@ pub(crate) struct Session {
     /// The largest stream position queued for the client: where a catch-up
     /// starts (see [`SessionHandle::begin_catch_up`]).
     newest_sent: i64,
+    /// Where a coming catch-up starts, if something may have been lost
+    /// since (see [`SessionHandle::mark_catch_up`]); 0 for none.
+    catch_up_from: i64,
     /// When the socket's credentials expire, and what it is then told
     /// (see `arm_expiry`).
     expiry: Option<(std::time::Instant, Arc<EncodedPacket>)>,
@@ -190,6 +198,7 @@ impl Session {
                 pending_events: 0,
                 stream: Stream::Live { floor: 0 },
                 newest_sent: 0,
+                catch_up_from: 0,
                 expiry: None,
                 close_request: Arc::default(),
                 exit: None,
@@ -853,8 +862,28 @@ impl Handler<BeginCatchUp> for Session {
             let _ = reply.send(None);
             return;
         }
+        let from = match std::mem::take(&mut self.catch_up_from) {
+            0 => self.newest_sent,
+            marked => marked,
+        };
+        // A socket that has no place in a stream (it connected without
+        // `since` and was sent nothing) has nothing to catch up from.
+        if from == 0 {
+            let _ = reply.send(None);
+            return;
+        }
         self.stream = Stream::Replaying(Box::default());
-        let _ = reply.send(Some(self.newest_sent));
+        let _ = reply.send(Some(from));
+    }
+}
+
+impl Handler<MarkCatchUp> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: MarkCatchUp, _: &mut Self::Context) {
+        if self.catch_up_from == 0 {
+            self.catch_up_from = self.newest_sent;
+        }
     }
 }
 
