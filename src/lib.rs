@@ -78,6 +78,7 @@ pub async fn run(
     let workers = state.config.http_workers();
     let mut state = state;
     state.bus = realtime.bridge.clone();
+    state.registry = Some(realtime.registry.clone());
     let server = HttpServer::new(move || build_app(state.for_http_worker()))
         .workers(workers)
         .shutdown_timeout(30)

@@ -23,6 +23,8 @@ pub struct AppState {
     per_http_worker: PoolSettings,
     /// The bus between nodes, once the realtime side has started it.
     pub bus: Option<aurum_actors::bridge::BridgeHandle>,
+    /// This node's sockets, once the realtime side has started.
+    pub registry: Option<aurum_actors::registry::RegistryHandle>,
 }
 
 impl AppState {
@@ -37,6 +39,7 @@ impl AppState {
             config: Arc::new(config),
             per_http_worker: pools.per_http_worker,
             bus: None,
+            registry: None,
         })
     }
 

@@ -174,6 +174,8 @@ pub struct BridgeHandle {
     outbound: mpsc::Sender<Outbound>,
     stats: Arc<BridgeStats>,
     node: Arc<str>,
+    commands: Commands,
+    prefix: Arc<str>,
 }
 
 impl std::fmt::Debug for BridgeHandle {
@@ -181,6 +183,55 @@ impl std::fmt::Debug for BridgeHandle {
         f.debug_struct("BridgeHandle")
             .field("node", &self.node)
             .finish_non_exhaustive()
+    }
+}
+
+/// Commands other than publishes and subscriptions (leases, reads): one
+/// shared multiplexed connection, made on first use and again after a
+/// failure.
+#[derive(Clone)]
+struct Commands {
+    client: redis::Client,
+    slot: Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
+}
+
+/// How long any command to Redis may take before it counts as failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+}
+
+impl Commands {
+    fn new(client: redis::Client) -> Self {
+        Self {
+            client,
+            slot: Arc::default(),
+        }
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        let mut slot = self.slot.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| timed_out())??;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, redis::RedisError> {
+        let mut conn = self.connection().await?;
+        let answer = tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<T>(&mut conn))
+            .await
+            .map_err(|_| timed_out())
+            .and_then(|answer| answer);
+        if answer.is_err() {
+            *self.slot.lock().await = None;
+        }
+        answer
     }
 }
 
@@ -208,6 +259,9 @@ impl BridgeHandle {
         let stats = Arc::new(BridgeStats::default());
         let (outbound, queued) = mpsc::channel(settings.publish_queue.max(1));
         let node: Arc<str> = Arc::from(settings.node.as_str());
+        let prefix: Arc<str> = Arc::from(settings.prefix.as_str());
+        let commands = Commands::new(client.clone());
+        let actor_commands = commands.clone();
         let publisher = Publisher {
             client: client.clone(),
             prefix: settings.prefix.clone(),
@@ -217,6 +271,7 @@ impl BridgeHandle {
         let bridge_stats = Arc::clone(&stats);
         let make = move |_: &mut Context<RedisBridge>| RedisBridge {
             client,
+            commands: actor_commands,
             settings,
             registry,
             stats: bridge_stats,
@@ -247,6 +302,8 @@ impl BridgeHandle {
             outbound,
             stats,
             node,
+            commands,
+            prefix,
         })
     }
 
@@ -269,6 +326,41 @@ impl BridgeHandle {
         }
         // A bound, in case Redis accepts the connection but never answers.
         let _ = tokio::time::timeout(Duration::from_secs(2), reached).await;
+    }
+
+    /// Which of `users` another node than this one holds a live lease on
+    /// (sockets there).
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be asked (within 2 s).
+    pub async fn held_elsewhere(&self, users: &[i64]) -> Result<HashSet<i64>, redis::RedisError> {
+        if users.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut pipe = redis::pipe();
+        for user in users {
+            pipe.hgetall(format!("{}presence:{user}", self.prefix));
+        }
+        let leases: Vec<HashMap<String, u64>> = self.commands.query(&pipe).await?;
+        let now = now_ms();
+        Ok(users
+            .iter()
+            .zip(leases)
+            .filter(|(_, leases)| {
+                leases
+                    .iter()
+                    .any(|(node, expiry)| **node != *self.node && *expiry > now)
+            })
+            .map(|(user, _)| *user)
+            .collect())
+    }
+
+    /// Drops this node's lease on `user` now: the user's last socket here
+    /// has gone (the channel itself lingers). Other nodes then see the
+    /// member offline unless they hold sockets themselves.
+    pub fn release(&self, user: i64) {
+        let _ = self.addr.try_send(Release { user });
     }
 
     /// Publishes `packet` for `user`'s sockets on other nodes (all of them
@@ -478,6 +570,7 @@ struct Channel {
 
 pub struct RedisBridge {
     client: redis::Client,
+    commands: Commands,
     settings: BridgeSettings,
     registry: RegistryHandle,
     stats: Arc<BridgeStats>,
@@ -630,7 +723,7 @@ impl RedisBridge {
         let subscribe: Vec<i64> = self.to_subscribe.drain().collect();
         let unsubscribe: Vec<i64> = self.to_unsubscribe.drain().collect();
         let sink = self.sink.clone();
-        let client = self.client.clone();
+        let commands = self.commands.clone();
         let batch = self.settings.batch.max(1);
         let sub_channels: Vec<Vec<String>> = subscribe
             .chunks(batch)
@@ -660,17 +753,11 @@ impl RedisBridge {
                 }
             }
             if leases.is_some() || !releases.is_empty() {
-                let Ok(Ok(mut conn)) =
-                    tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
-                        .await
-                else {
-                    return false;
-                };
                 let mut pipe = leases.unwrap_or_else(redis::pipe);
                 for key in &releases {
                     pipe.hdel(key, &node).ignore();
                 }
-                if let Err(error) = pipe.query_async::<()>(&mut conn).await {
+                if let Err(error) = commands.query::<()>(&pipe).await {
                     tracing::warn!(%error, "bus leases not written");
                     return false;
                 }
@@ -756,22 +843,18 @@ impl RedisBridge {
                         }
                         bridge.to_subscribe.remove(&user);
                     }
+                    // Leases of the users with sockets here now; a
+                    // lingering channel has released its lease already.
                     let renew: Vec<i64> = bridge
                         .channels
                         .iter()
-                        .filter(|(_, c)| c.subscribed)
+                        .filter(|(_, c)| c.subscribed && c.seen == now)
                         .map(|(user, _)| *user)
                         .collect();
                     if let (Some(pipe), true) = (bridge.lease_command(&renew), bridge.sink.is_some()) {
-                        let client = bridge.client.clone();
+                        let commands = bridge.commands.clone();
                         actix::spawn(async move {
-                            if let Ok(Ok(mut conn)) = tokio::time::timeout(
-                                Duration::from_secs(2),
-                                client.get_multiplexed_async_connection(),
-                            )
-                            .await
-                                && let Err(error) = pipe.query_async::<()>(&mut conn).await
-                            {
+                            if let Err(error) = commands.query::<()>(&pipe).await {
                                 tracing::warn!(%error, "bus leases not renewed");
                             }
                         });
@@ -886,12 +969,53 @@ impl Handler<Reach> for RedisBridge {
 
     fn handle(&mut self, Reach { user, reply }: Reach, ctx: &mut Context<Self>) {
         self.want(user, Instant::now());
-        if self.channels.get(&user).is_some_and(|c| c.subscribed) || self.sink.is_none() {
+        if self.sink.is_none() {
             let _ = reply.send(());
+            return;
+        }
+        if self.channels.get(&user).is_some_and(|c| c.subscribed) {
+            // Subscribed still (lingering, or another socket's): the lease
+            // may have been released; write it again before answering.
+            let Some(pipe) = self.lease_command(&[user]) else {
+                let _ = reply.send(());
+                return;
+            };
+            let commands = self.commands.clone();
+            actix::spawn(async move {
+                if let Err(error) = commands.query::<()>(&pipe).await {
+                    tracing::warn!(%error, user, "bus lease not written");
+                }
+                let _ = reply.send(());
+            });
             return;
         }
         self.waiters.entry(user).or_default().push(reply);
         self.schedule_flush(ctx);
+    }
+}
+
+/// See [`BridgeHandle::release`].
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Release {
+    user: i64,
+}
+
+impl Handler<Release> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, Release { user }: Release, _: &mut Context<Self>) {
+        if self.sink.is_none() {
+            return; // the lease lapses by itself
+        }
+        let mut pipe = redis::pipe();
+        pipe.hdel(self.presence(user), &self.settings.node).ignore();
+        let commands = self.commands.clone();
+        actix::spawn(async move {
+            if let Err(error) = commands.query::<()>(&pipe).await {
+                tracing::warn!(%error, user, "bus lease not released; it lapses by itself");
+            }
+        });
     }
 }
 

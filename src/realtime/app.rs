@@ -17,6 +17,7 @@ use aurum_schema::pool::DbPool;
 use futures_util::FutureExt;
 use serde_json::{Value, json};
 
+use super::presence::Presence;
 use super::rate::{Budget, BudgetTable, UserBudgets};
 use super::replay::Replayer;
 use super::{CHAT_NAMESPACE, ChatError, ChatLimits, Router, answer, chat_message, mark_read, typing};
@@ -26,6 +27,7 @@ pub struct ChatApp {
     jwt: JwtKeys,
     registry: RegistryHandle,
     router: Router,
+    presence: Presence,
     writer: WriterHandle,
     db: DbPool,
     replayer: std::sync::Arc<Replayer>,
@@ -45,7 +47,8 @@ impl ChatApp {
         replayer: Arc<Replayer>,
         limits: ChatLimits,
     ) -> Self {
-        let router = Router::new(registry.clone(), bridge);
+        let router = Router::new(registry.clone(), bridge.clone());
+        let presence = Presence::new(registry.clone(), bridge, db.clone(), router.clone());
         let budgets = BudgetTable::new(limits.chat_message, limits.typing, limits.mark_read);
         let token_expired = Arc::new(EncodedPacket::event(
             CHAT_NAMESPACE,
@@ -56,6 +59,7 @@ impl ChatApp {
             jwt,
             registry,
             router,
+            presence,
             writer,
             db,
             replayer,
@@ -205,6 +209,7 @@ impl SocketApp for ChatApp {
         }
         let registry = self.registry.clone();
         let bridge = self.router.bridge().cloned();
+        let presence = self.presence.clone();
         let replayer = std::sync::Arc::clone(&self.replayer);
         let session = session.clone();
         // A short task: register, then replay. Nothing per socket outlives
@@ -232,6 +237,8 @@ impl SocketApp for ChatApp {
             if let Some(bridge) = bridge {
                 bridge.reach(user).await;
             }
+            // Told apart from the replay, which may take long.
+            actix::spawn(async move { presence.arrived(user).await });
             if let Some(since) = since {
                 replayer.run(&session, user, since).await;
             }
@@ -309,6 +316,8 @@ impl SocketApp for ChatApp {
     fn disconnect(&self, session: &SessionHandle, _nsp: &str, state: ConnState, reason: DisconnectReason) {
         if let Some(member) = state.into_inner::<Member>() {
             self.registry.unregister(member.user, session.id());
+            let presence = self.presence.clone();
+            actix::spawn(async move { presence.left(member.user).await });
             tracing::debug!(user = member.user, %reason, "socket left");
         }
     }

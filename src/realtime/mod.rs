@@ -9,6 +9,7 @@
 mod app;
 mod chat_message;
 mod mark_read;
+pub mod presence;
 pub mod rate;
 pub mod replay;
 mod router;

@@ -261,3 +261,94 @@ async fn a_reconnect_on_another_node_gets_what_it_missed() {
     let live = send(&mut alice, 9, 2, "live").await;
     assert_eq!(bob.expect_event("new_message").await["id"], live["id"]);
 }
+
+/// The profile's presence fields, as `/profiles/{id}` shows them on
+/// `node` (to an admin, who sees every profile, approved or not).
+async fn presence_of(node: &TestApp, viewer: i64, user: i64) -> (bool, String) {
+    let (status, profile) = node
+        .get(
+            &format!("/api/v1/profiles/{user}"),
+            Some(&node.admin_token(viewer)),
+        )
+        .await;
+    assert_eq!(status, 200, "{profile}");
+    (
+        profile["online"]
+            .as_bool()
+            .unwrap_or_else(|| panic!("no presence in {profile}")),
+        profile["last_seen_at"]
+            .as_str()
+            .expect("last_seen_at is shown")
+            .to_owned(),
+    )
+}
+
+#[actix_rt::test]
+async fn presence_follows_the_last_socket_on_any_node() {
+    let redis = TestRedis::start().await;
+    let nodes = nodes(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // 1 and 2 have a conversation, so 1 is told of 2's presence.
+    let mut alice = member(a, 1, None).await;
+    let mut bob = member(a, 2, None).await;
+    reachable(a, 1).await;
+    send(&mut alice, 1, 2, "hi").await;
+    bob.expect_event("new_message").await;
+    assert!(presence_of(b, 1, 2).await.0, "b sees 2 online through a's lease");
+
+    let mut bob_phone = member(b, 2, None).await;
+    reachable(b, 2).await;
+    drop(bob);
+    // Still on b: no offline, and both nodes show 2 online.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(presence_of(a, 1, 2).await.0);
+    assert!(presence_of(b, 1, 2).await.0);
+
+    drop(bob_phone);
+    // (An `online` for 2 may come first: 2's arrival on a raced the
+    // message that made them partners.)
+    let offline = loop {
+        let presence = alice.expect_event("presence").await;
+        assert_eq!(presence["user_id"], 2);
+        if presence["online"] == false {
+            break presence;
+        }
+    };
+    // b released its lease with the last socket (its channel lingers).
+    for node in [a, b] {
+        let (online, seen) = presence_of(node, 1, 2).await;
+        assert!(!online, "{}", node.bus().node());
+        assert_eq!(seen, offline["last_seen_at"].as_str().unwrap());
+    }
+
+    // Back online on b: alice (on a) is told over the bus.
+    bob_phone = member(b, 2, None).await;
+    let online = alice.expect_event("presence").await;
+    assert_eq!(online["online"], true, "{online}");
+    drop(bob_phone);
+}
+
+#[actix_rt::test]
+async fn a_crashed_nodes_members_go_offline_when_its_leases_lapse() {
+    let redis = TestRedis::start().await;
+    let nodes = nodes(&redis, 1).await;
+    let a = &nodes[0];
+    // A node that died without a word leaves its lease behind.
+    let prefix = a.state.config.redis_prefix.clone();
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 600;
+    let mut conn = redis.connection().await;
+    let () = redis::cmd("HSET")
+        .arg(format!("{prefix}presence:5"))
+        .arg("dead-node")
+        .arg(expiry)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(presence_of(a, 1, 5).await.0, "online while the lease lives");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!presence_of(a, 1, 5).await.0, "offline once it lapsed");
+}

@@ -631,3 +631,33 @@ async fn a_socket_is_told_and_closed_when_its_token_expires() {
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
 }
+
+#[actix_rt::test]
+async fn presence_on_one_node() {
+    let app = app_with_people().await;
+    let mut alice = member(&app, 1).await;
+    let bob = member(&app, 2).await;
+    let ack = alice
+        .emit_ack(1, "chat_message", json!({ "recipient_id": 2, "message": "hi" }))
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let profile = "/api/v1/profiles/2";
+    let (_, body) = app.get(profile, Some(&app.admin_token(1))).await;
+    assert_eq!(body["online"], true, "{body}");
+    drop(bob);
+    // (An `online` for 2 may come first: 2's arrival raced the message
+    // that made them partners.)
+    let offline = loop {
+        let presence = alice.expect_event("presence").await;
+        assert_eq!(presence["user_id"], 2);
+        if presence["online"] == false {
+            break presence;
+        }
+    };
+    let (_, body) = app.get(profile, Some(&app.admin_token(1))).await;
+    assert_eq!(body["online"], false, "{body}");
+    assert_eq!(body["last_seen_at"], offline["last_seen_at"], "{body}");
+    let _bob = member(&app, 2).await;
+    let online = alice.expect_event("presence").await;
+    assert_eq!(online["online"], true);
+}

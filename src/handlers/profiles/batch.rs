@@ -7,6 +7,7 @@ use actix_web::web;
 use aurum_schema::models::profiles::{self, Profile};
 use serde::{Deserialize, Serialize};
 
+use super::presence::{ProfileView, with_presence};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::handlers::{PageJson, SizeHint, non_blank};
@@ -21,7 +22,7 @@ pub struct BatchQuery {
 
 #[derive(Debug, Serialize)]
 pub struct BatchResponse {
-    profiles: Vec<Profile>,
+    profiles: Vec<ProfileView>,
     missing: Vec<i64>,
 }
 
@@ -33,17 +34,20 @@ pub async fn batch_profiles(
     let ids = parse_ids(query.profile_ids.as_deref())?;
     let mut conn = state.db.get().await?;
     let found = profiles::load_approved(&mut conn, &ids).await?;
+    drop(conn);
     let mut by_id: HashMap<i64, Profile> = found.into_iter().map(|p| (p.id, p)).collect();
-    let mut response = BatchResponse {
-        profiles: Vec::with_capacity(ids.len()),
-        missing: Vec::new(),
-    };
+    let mut ordered = Vec::with_capacity(ids.len());
+    let mut missing = Vec::new();
     for id in ids {
         match by_id.remove(&id) {
-            Some(profile) => response.profiles.push(profile),
-            None => response.missing.push(id),
+            Some(profile) => ordered.push(profile),
+            None => missing.push(id),
         }
     }
+    let response = BatchResponse {
+        profiles: with_presence(&state, ordered).await,
+        missing,
+    };
     static SIZE: SizeHint = SizeHint::new();
     Ok(PageJson::new(response, &SIZE))
 }

@@ -3,8 +3,9 @@
 
 use actix_web::web;
 use aurum_schema::ids::UserId;
-use aurum_schema::models::profiles::{self, Profile};
+use aurum_schema::models::profiles;
 
+use super::presence::{ProfileView, with_presence};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -13,14 +14,16 @@ pub async fn get_profile(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<String>,
-) -> Result<web::Json<Profile>, ApiError> {
+) -> Result<web::Json<ProfileView>, ApiError> {
     let not_found = || ApiError::not_found("no such profile");
     let id = UserId::parse(&path).ok_or_else(not_found)?;
     let mut conn = state.db.get().await?;
     let profile = profiles::find(&mut conn, id).await?.ok_or_else(not_found)?;
+    drop(conn);
     // Unapproved profiles are hidden as if absent, so their existence leaks nothing.
     if profile.is_approved() || profile.id == user.id.0 || user.admin {
-        Ok(web::Json(profile))
+        let mut shown = with_presence(&state, vec![profile]).await;
+        shown.pop().map(web::Json).ok_or_else(not_found)
     } else {
         Err(not_found())
     }

@@ -1,8 +1,10 @@
-//! `GET /api/v1/profiles/me`.
+//! `GET /api/v1/profiles/me`: one's own profile, shown as everyone else's
+//! is (with presence).
 
 use actix_web::web;
-use aurum_schema::models::profiles::{self, Profile};
+use aurum_schema::models::profiles;
 
+use super::presence::{ProfileView, with_presence};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -10,10 +12,11 @@ use crate::state::AppState;
 pub async fn get_own_profile(
     state: web::Data<AppState>,
     user: AuthUser,
-) -> Result<web::Json<Profile>, ApiError> {
+) -> Result<web::Json<ProfileView>, ApiError> {
+    let not_found = || ApiError::not_found("you have no profile yet; create it with PUT");
     let mut conn = state.db.get().await?;
-    profiles::find(&mut conn, user.id)
-        .await?
-        .map(web::Json)
-        .ok_or_else(|| ApiError::not_found("you have no profile yet; create it with PUT"))
+    let profile = profiles::find(&mut conn, user.id).await?.ok_or_else(not_found)?;
+    drop(conn);
+    let mut shown = with_presence(&state, vec![profile]).await;
+    shown.pop().map(web::Json).ok_or_else(not_found)
 }

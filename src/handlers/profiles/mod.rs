@@ -3,6 +3,7 @@
 mod batch;
 mod get;
 mod get_own;
+mod presence;
 mod put_own;
 mod scroll;
 
