@@ -42,6 +42,10 @@ pub struct Config {
     /// messages/s.
     #[arg(long, env = "REPLAY_OVERLAP_IDS", default_value_t = 100_000)]
     pub replay_overlap_ids: i64,
+    /// Milliseconds between PINGs on the bus's subscriber connection; one
+    /// unanswered as long rebuilds the connection (a silent subscriber).
+    #[arg(long, env = "BUS_PING_INTERVAL", default_value_t = 5000)]
+    pub bus_ping_interval: u64,
     /// Address for REST, health and metrics.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,

@@ -136,6 +136,8 @@ pub struct BridgeStats {
     pub dropped: AtomicU64,
     /// Channels subscribed now.
     pub subscriptions: AtomicU64,
+    /// Times the subscriber connection was lost (closed, or silent).
+    pub outages: AtomicU64,
 }
 
 impl BridgeStats {
@@ -513,7 +515,11 @@ impl Publisher {
                     .arg(&event.payload)
                     .ignore();
             }
-            match pipe.query_async::<()>(connection).await {
+            let sent = tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(connection))
+                .await
+                .map_err(|_| timed_out())
+                .and_then(|sent| sent);
+            match sent {
                 Ok(()) => {
                     self.stats
                         .published
@@ -696,6 +702,7 @@ impl RedisBridge {
         }
         self.sink = None;
         if self.stats.up.swap(false, Ordering::Relaxed) {
+            self.stats.outages.fetch_add(1, Ordering::Relaxed);
             // From here deliveries from other nodes are lost until the bus
             // is back; the catch-up then starts from what each socket had.
             self.registry.mark_catch_up_all();

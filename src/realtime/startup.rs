@@ -62,6 +62,7 @@ impl Realtime {
         let bridge = state.config.redis_url.as_ref().map(|url| {
             let mut settings = BridgeSettings::new(url, &state.config.redis_prefix, state.config.node());
             settings.lease_ttl = Duration::from_secs(state.config.presence_ttl.max(1));
+            settings.ping_interval = Duration::from_millis(state.config.bus_ping_interval.max(10));
             settings.on_recovered = Some(catch_up(registry.clone(), Arc::clone(&replayer)));
             BridgeHandle::start(settings, registry.clone(), arbiters.last())
         });

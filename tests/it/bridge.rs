@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::helpers::node::ChildNode;
 use crate::helpers::redis::TestRedis;
 use crate::helpers::ws::RawClient;
 use crate::helpers::{TestApp, TestDb};
@@ -15,21 +16,24 @@ use crate::helpers::{TestApp, TestDb};
 /// Nodes named `a`, `b`, ... on one database and `redis`, each with a
 /// short presence lease so the tests see leases lapse quickly.
 async fn nodes(redis: &TestRedis, count: usize) -> Vec<TestApp> {
+    nodes_with(redis, count, &["--presence-ttl=3"]).await
+}
+
+/// As [`nodes`], each node started with `extra` flags too.
+async fn nodes_with(redis: &TestRedis, count: usize, extra: &[&str]) -> Vec<TestApp> {
     let db = Arc::new(TestDb::migrated());
     let prefix = format!("t{:08x}:", rand::random::<u32>());
     let mut nodes = Vec::new();
     for index in 0..count {
         let name = char::from(b'a' + u8::try_from(index).unwrap()).to_string();
-        let node = TestApp::spawn_sharing(
-            Arc::clone(&db),
-            &[
-                &format!("--redis-url={}", redis.url()),
-                &format!("--redis-prefix={prefix}"),
-                &format!("--node-id={name}"),
-                "--presence-ttl=3",
-            ],
-        )
-        .await;
+        let mut args = vec![
+            format!("--redis-url={}", redis.url()),
+            format!("--redis-prefix={prefix}"),
+            format!("--node-id={name}"),
+        ];
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node = TestApp::spawn_sharing(Arc::clone(&db), &args).await;
         nodes.push(node);
     }
     nodes[0].seed(1, 10, 3).await;
@@ -198,17 +202,24 @@ async fn a_node_hears_nothing_for_users_it_does_not_hold() {
     assert_eq!(patterns, 0);
 }
 
-#[actix_rt::test]
-async fn redis_dying_mid_chat_loses_nothing() {
-    let mut redis = TestRedis::start().await;
-    let nodes = nodes(&redis, 2).await;
-    let (a, b) = (&nodes[0], &nodes[1]);
+/// User 1 on `a` and 2 on `b`, their channels subscribed, and the id of a
+/// first message from 1 that 2 has received.
+async fn pair_across(a: &TestApp, b: &TestApp) -> (RawClient, RawClient, i64) {
     let mut alice = member(a, 1, None).await;
     let mut bob = member(b, 2, None).await;
     reachable(a, 1).await;
     reachable(b, 2).await;
     let first = send(&mut alice, 1, 2, "before").await;
     assert_eq!(bob.expect_event("new_message").await["id"], first["id"]);
+    (alice, bob, first["id"].as_i64().unwrap())
+}
+
+#[actix_rt::test]
+async fn redis_dying_mid_chat_loses_nothing() {
+    let mut redis = TestRedis::start().await;
+    let nodes = nodes(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (mut alice, mut bob, first) = pair_across(a, b).await;
 
     redis.stop();
     wait_until("a sees the bus down", || !a.bus().stats().is_up()).await;
@@ -231,7 +242,7 @@ async fn redis_dying_mid_chat_loses_nothing() {
     }
     // Bob's socket never closed: the catch-up brings what the bus missed
     // (after the overlap's copy of what he had).
-    let got = newer_than(&mut bob, first["id"].as_i64().unwrap(), during.len()).await;
+    let got = newer_than(&mut bob, first, during.len()).await;
     assert_eq!(got, during, "every message sent while Redis was down, in order");
 
     // And the bus carries live traffic again.
@@ -351,4 +362,86 @@ async fn a_crashed_nodes_members_go_offline_when_its_leases_lapse() {
     assert!(presence_of(a, 1, 5).await.0, "online while the lease lives");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(!presence_of(a, 1, 5).await.0, "offline once it lapsed");
+}
+
+#[actix_rt::test]
+async fn a_silent_subscriber_is_found_by_its_ping_and_rebuilt() {
+    let redis = TestRedis::start().await;
+    let nodes = nodes_with(&redis, 2, &["--bus-ping-interval=200"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (mut alice, mut bob, first) = pair_across(a, b).await;
+
+    // The connection stays open but nothing answers: only the PING can tell.
+    redis.freeze();
+    wait_until("b notices the silent subscriber", || !b.bus().stats().is_up()).await;
+    assert!(b.bus().stats().outages.load(Ordering::Relaxed) >= 1);
+    let during = send(&mut alice, 2, 2, "while Redis is frozen").await;
+    redis.thaw();
+    wait_until("b's subscriber is rebuilt", || b.bus().stats().is_up()).await;
+    let got = newer_than(&mut bob, first, 1).await;
+    assert_eq!(got, vec![during["id"].clone()]);
+    let after = send(&mut alice, 3, 2, "after").await;
+    assert_eq!(
+        newer_than(&mut bob, during["id"].as_i64().unwrap(), 1).await,
+        vec![after["id"].clone()]
+    );
+}
+
+#[actix_rt::test]
+async fn a_killed_nodes_clients_recover_on_another_node() {
+    let redis = TestRedis::start().await;
+    let nodes = nodes(&redis, 1).await;
+    let a = &nodes[0];
+    let prefix = a.state.config.redis_prefix.clone();
+    let mut b = ChildNode::start(
+        &a.db.url,
+        &[
+            ("REDIS_URL", redis.url()),
+            ("REDIS_PREFIX", prefix),
+            ("NODE_ID", "b".to_owned()),
+            ("PRESENCE_TTL", "1".to_owned()),
+        ],
+    )
+    .await;
+    let mut alice = member(a, 1, None).await;
+    let (mut bob, answer) = RawClient::connect(&b.ws_base, json!({ "token": a.token(2) })).await;
+    assert!(answer.starts_with("40{\"sid\":"), "{answer}");
+    reachable(a, 1).await;
+    // b holds bob: wait until a sees b's lease, so the message crosses.
+    for _ in 0..200 {
+        if presence_of(a, 1, 2).await.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let first = send(&mut alice, 1, 2, "before the crash").await;
+    assert_eq!(bob.expect_event("new_message").await["id"], first["id"]);
+
+    b.kill().await;
+    assert!(
+        bob.closed_within(Duration::from_secs(5)).await,
+        "the killed node's socket ends"
+    );
+    let mut missed = Vec::new();
+    for round in 0..3 {
+        missed.push(send(&mut alice, 2 + round, 2, "while b is dead").await["id"].clone());
+    }
+    // The client reconnects (to whichever node is left) with its `since`.
+    let since = first["id"].as_i64().unwrap();
+    let mut bob = member(a, 2, Some(since)).await;
+    assert_eq!(newer_than(&mut bob, since, missed.len()).await, missed);
+    drop(bob);
+    // b's lease on bob lapses by itself (PRESENCE_TTL=1 there).
+    let mut offline = false;
+    for _ in 0..100 {
+        if !presence_of(a, 1, 2).await.0 {
+            offline = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        offline,
+        "the dead node's member goes offline once its lease lapses"
+    );
 }

@@ -1,5 +1,6 @@
 pub mod app;
 pub mod db;
+pub mod node;
 pub mod plans;
 pub mod redis;
 pub mod ws;

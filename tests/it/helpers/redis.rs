@@ -32,6 +32,26 @@ impl TestRedis {
         }
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open, nothing
+    /// comes through them, as with a half-dead network path.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Starts the server again on the same port, empty, and waits until it
     /// answers.
     pub async fn resume(&mut self) {

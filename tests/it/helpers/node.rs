@@ -1,0 +1,57 @@
+//! A node as its own `aurum serve` process, for what an in-process node
+//! cannot show: being killed.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use super::app::TEST_SECRET;
+
+pub struct ChildNode {
+    pub ws_base: String,
+    child: tokio::process::Child,
+}
+
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+impl ChildNode {
+    /// Starts `aurum serve` on loopback ports with `env`, and waits until
+    /// its socket listener accepts.
+    pub async fn start(database_url: &str, env: &[(&str, String)]) -> Self {
+        let (http, ws) = (free_port(), free_port());
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_aurum"));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("JWT_SECRET", TEST_SECRET)
+            .env("BIND", format!("127.0.0.1:{http}"))
+            .env("WS_BIND", format!("127.0.0.1:{ws}"))
+            .env("HTTP_WORKERS", "1")
+            .env("MAX_CONNECTIONS", "7")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().unwrap();
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", ws)).await.is_ok() {
+                return Self {
+                    ws_base: format!("ws://127.0.0.1:{ws}"),
+                    child,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("aurum serve did not start listening on {ws}");
+    }
+
+    /// SIGKILL: no draining, no goodbye to anyone.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
