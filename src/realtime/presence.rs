@@ -6,39 +6,54 @@
 //! `aurum_actors::bridge`), so a member with sockets on two nodes stays
 //! online until the last one leaves and a crashed node's members go offline
 //! when its leases lapse (`PRESENCE_TTL`). Without `REDIS_URL`, the
-//! registry alone. `last_seen_at` is `profiles.last_active_at`, written when
-//! a member comes online and when they go offline.
+//! registry alone. `last_seen_at` is now while online, else
+//! `profiles.last_active_at`, written when a member goes offline.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use aurum_actors::bridge::BridgeHandle;
 use aurum_actors::registry::RegistryHandle;
 use aurum_schema::pool::DbPool;
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{BigInt, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Timestamptz};
 use diesel_async::RunQueryDsl;
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use super::Router;
 
 /// Most partners told of one change: the ones with the latest messages.
-const MAX_PARTNERS: i64 = 200;
+const MAX_PARTNERS: usize = 200;
 
 #[derive(Clone)]
 pub struct Presence {
     registry: RegistryHandle,
     bridge: Option<BridgeHandle>,
-    db: DbPool,
-    router: Router,
+    /// Changes for the worker (see `tell`): a reconnect storm brings
+    /// thousands at once, and a query each, side by side, took PostgreSQL
+    /// from the message writer (measured: the chat at 20,000 msg/s fell
+    /// behind for good) and a task each held memory while it waited.
+    changes: mpsc::Sender<Change>,
 }
 
+/// A member came online (`true`) or went offline.
+type Change = (i64, bool);
+
+/// Most changes waiting for the worker; past it they are dropped (the
+/// event is best-effort: profiles still show the truth).
+const MAX_WAITING: usize = 65_536;
+/// Most changes the worker handles in one round of queries.
+const ROUND: usize = 500;
+
 impl Presence {
+    /// Starts the worker; call inside the actix system.
     pub fn new(registry: RegistryHandle, bridge: Option<BridgeHandle>, db: DbPool, router: Router) -> Self {
+        let (changes, waiting) = mpsc::channel(MAX_WAITING);
+        actix::spawn(tell(waiting, db, router));
         Self {
             registry,
             bridge,
-            db,
-            router,
+            changes,
         }
     }
 
@@ -55,7 +70,7 @@ impl Presence {
         if self.registry.sockets_of(user).await != Ok(1) || self.elsewhere(user).await {
             return;
         }
-        self.changed(user, true).await;
+        self.changed(user, true);
     }
 
     /// A socket of `user` has gone (its unregister sent): if none is left
@@ -71,7 +86,7 @@ impl Presence {
         if self.elsewhere(user).await {
             return;
         }
-        self.changed(user, false).await;
+        self.changed(user, false);
     }
 
     /// Whether another node holds `user`; a bus that cannot answer counts
@@ -86,37 +101,70 @@ impl Presence {
         }
     }
 
-    async fn changed(&self, user: i64, online: bool) {
-        let Ok(mut conn) = self.db.get().await else {
-            tracing::warn!(user, "presence: no database connection");
-            return;
+    fn changed(&self, user: i64, online: bool) {
+        if self.changes.try_send((user, online)).is_err() {
+            tracing::debug!(user, online, "presence change not told: too many waiting");
+        }
+    }
+}
+
+/// The worker: rounds of up to [`ROUND`] changes, each round one UPDATE
+/// (for those gone offline) and one partners query for all of them.
+async fn tell(mut waiting: mpsc::Receiver<Change>, db: DbPool, router: Router) {
+    let mut round = Vec::with_capacity(ROUND);
+    while waiting.recv_many(&mut round, ROUND).await > 0 {
+        if let Err(error) = tell_round(&db, &router, &round).await {
+            tracing::warn!(%error, changes = round.len(), "presence changes not told");
+        }
+        round.clear();
+    }
+}
+
+async fn tell_round(
+    db: &DbPool,
+    router: &Router,
+    round: &[Change],
+) -> Result<(), Box<dyn std::error::Error>> {
+    // The last change of each member in the round is the one that holds.
+    let mut latest: HashMap<i64, bool> = HashMap::with_capacity(round.len());
+    for (user, online) in round {
+        latest.insert(*user, *online);
+    }
+    let mut conn = db.get().await?;
+    let gone: Vec<i64> = latest
+        .iter()
+        .filter(|(_, online)| !**online)
+        .map(|(user, _)| *user)
+        .collect();
+    // While online, "last seen" is now; going offline writes it.
+    let mut seen: HashMap<i64, DateTime<Utc>> = touch(&mut conn, &gone).await?.into_iter().collect();
+    let now = Utc::now();
+    for (user, online) in &latest {
+        if *online {
+            seen.insert(*user, now);
+        }
+    }
+    let users: Vec<i64> = seen.keys().copied().collect();
+    let pairs = partners(&mut conn, &users).await?;
+    drop(conn);
+    let mut told: HashMap<i64, usize> = HashMap::new();
+    for (user, partner) in pairs {
+        let count = told.entry(user).or_default();
+        if *count >= MAX_PARTNERS {
+            continue;
+        }
+        *count += 1;
+        let (Some(online), Some(at)) = (latest.get(&user), seen.get(&user)) else {
+            continue;
         };
-        let seen = match touch(&mut conn, user).await {
-            Ok(Some(seen)) => seen,
-            Ok(None) => return, // no profile: nobody to tell about
-            Err(error) => {
-                tracing::warn!(%error, user, "presence: last_active_at not written");
-                return;
-            }
-        };
-        let partners = match partners(&mut conn, user).await {
-            Ok(partners) => partners,
-            Err(error) => {
-                tracing::warn!(%error, user, "presence: partners not read");
-                return;
-            }
-        };
-        drop(conn);
         let payload = json!({
             "user_id": user,
             "online": online,
-            "last_seen_at": seen.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "last_seen_at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         });
-        for partner in partners {
-            self.router
-                .emit_to_user(partner, "presence", payload.clone(), None);
-        }
+        router.emit_to_user(partner, "presence", payload, None);
     }
+    Ok(())
 }
 
 /// Which of `users` hold a socket on this node or (with a bus that
@@ -144,44 +192,55 @@ pub async fn online(registry: &RegistryHandle, bridge: Option<&BridgeHandle>, us
 
 #[derive(diesel::QueryableByName)]
 struct Seen {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
     #[diesel(sql_type = Timestamptz)]
     at: DateTime<Utc>,
 }
 
-/// `last_active_at = now()`; the time written, or `None` without a profile.
+/// `last_active_at = now()` for `users`; the times written, for those with
+/// a profile.
 async fn touch(
     conn: &mut diesel_async::AsyncPgConnection,
-    user: i64,
-) -> diesel::QueryResult<Option<DateTime<Utc>>> {
-    let seen: Option<Seen> = diesel::sql_query(
-        "UPDATE profiles SET last_active_at = now() WHERE id = $1 RETURNING last_active_at AS at",
-    )
-    .bind::<BigInt, _>(user)
-    .get_result(conn)
-    .await
-    .map(Some)
-    .or_else(|error| match error {
-        diesel::result::Error::NotFound => Ok(None),
-        error => Err(error),
-    })?;
-    Ok(seen.map(|seen| seen.at))
-}
-
-/// The members `user` has conversations with, latest first.
-async fn partners(conn: &mut diesel_async::AsyncPgConnection, user: i64) -> diesel::QueryResult<Vec<i64>> {
-    #[derive(diesel::QueryableByName)]
-    struct Partner {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
+    users: &[i64],
+) -> diesel::QueryResult<Vec<(i64, DateTime<Utc>)>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
     }
-    let rows: Vec<Partner> = diesel::sql_query(
-        "SELECT id FROM (SELECT user_b AS id, last_message_at FROM conversations WHERE user_a = $1 \
-         UNION ALL SELECT user_a AS id, last_message_at FROM conversations WHERE user_b = $1) p \
-         ORDER BY last_message_at DESC NULLS LAST LIMIT $2",
+    let rows: Vec<Seen> = diesel::sql_query(
+        "UPDATE profiles SET last_active_at = now() WHERE id = ANY($1) RETURNING id, last_active_at AS at",
     )
-    .bind::<BigInt, _>(user)
-    .bind::<BigInt, _>(MAX_PARTNERS)
+    .bind::<Array<BigInt>, _>(users)
     .load(conn)
     .await?;
-    Ok(rows.into_iter().map(|row| row.id).collect())
+    Ok(rows.into_iter().map(|row| (row.id, row.at)).collect())
+}
+
+/// `(member, partner)` for every conversation of `users`, each member's
+/// latest first.
+async fn partners(
+    conn: &mut diesel_async::AsyncPgConnection,
+    users: &[i64],
+) -> diesel::QueryResult<Vec<(i64, i64)>> {
+    #[derive(diesel::QueryableByName)]
+    struct Pair {
+        #[diesel(sql_type = BigInt)]
+        member: i64,
+        #[diesel(sql_type = BigInt)]
+        partner: i64,
+    }
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<Pair> = diesel::sql_query(
+        "SELECT member, partner FROM ( \
+           SELECT user_a AS member, user_b AS partner, last_message_at FROM conversations WHERE user_a = ANY($1) \
+           UNION ALL \
+           SELECT user_b AS member, user_a AS partner, last_message_at FROM conversations WHERE user_b = ANY($1)) p \
+         ORDER BY member, last_message_at DESC NULLS LAST",
+    )
+    .bind::<Array<BigInt>, _>(users)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.member, row.partner)).collect())
 }
