@@ -379,6 +379,7 @@ impl BridgeHandle {
             user,
             except: except.map(SessionId::get),
             position: packet.position(),
+            droppable: packet.is_droppable(),
             traceparent: None,
             text: packet.text(),
         }
@@ -399,7 +400,8 @@ pub enum StartError {
 
 /// What crosses between nodes: a header line, then the encoded packet.
 ///
-/// `a1 <origin node> <user> <except session or -> <position or -> <traceparent or ->`
+/// `a1 <origin node> <user> <except session or -> <position or -> <flags> <traceparent or ->`,
+/// flags `d` for a droppable notice (typing, presence), else `-`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Envelope<'a> {
     pub node: &'a str,
@@ -408,6 +410,8 @@ pub struct Envelope<'a> {
     /// means nothing on any other node.
     pub except: Option<u64>,
     pub position: Option<i64>,
+    /// A notice a socket that falls behind goes without.
+    pub droppable: bool,
     pub traceparent: Option<&'a str>,
     /// The Engine.IO frame, encoded once at the origin.
     pub text: &'a str,
@@ -430,6 +434,7 @@ impl<'a> Envelope<'a> {
             }
             None => out.push_str("- "),
         }
+        out.push_str(if self.droppable { "d " } else { "- " });
         out.push_str(self.traceparent.unwrap_or("-"));
         out.push('\n');
         out.push_str(self.text);
@@ -453,6 +458,11 @@ impl<'a> Envelope<'a> {
             "-" => None,
             raw => Some(raw.parse().ok()?),
         };
+        let droppable = match fields.next()? {
+            "d" => true,
+            "-" => false,
+            _ => return None,
+        };
         let traceparent = match fields.next()? {
             "-" => None,
             value => Some(value),
@@ -465,6 +475,7 @@ impl<'a> Envelope<'a> {
             user,
             except,
             position,
+            droppable,
             traceparent,
             text,
         })
@@ -952,6 +963,9 @@ impl RedisBridge {
         if let Some(position) = envelope.position {
             packet = packet.at_position(position);
         }
+        if envelope.droppable {
+            packet = packet.droppable();
+        }
         // Session ids are the origin's: none of this node's sockets match.
         if let Err(error) = self.registry.deliver(envelope.user, packet, None) {
             tracing::warn!(%error, user = envelope.user, "bus delivery dropped");
@@ -1033,14 +1047,16 @@ mod tests {
     #[test]
     fn envelopes_round_trip() {
         let text = "42/chat,[\"new_message\",{\"message\":\"a b\\nc\"}]";
-        for (except, position, traceparent) in
-            [(None, None, None), (Some(7), Some(99), Some("00-abc-def-01"))]
-        {
+        for (except, position, droppable, traceparent) in [
+            (None, None, false, None),
+            (Some(7), Some(99), true, Some("00-abc-def-01")),
+        ] {
             let envelope = Envelope {
                 node: "node-1",
                 user: 12,
                 except,
                 position,
+                droppable,
                 traceparent,
                 text,
             };
@@ -1053,10 +1069,11 @@ mod tests {
     fn malformed_envelopes_are_refused() {
         for payload in [
             "",
-            "a1 n 1 - -",
-            "b1 n 1 - - -\nx",
-            "a1 n x - - -\nx",
-            "a1 n 1 - - - extra\nx",
+            "a1 n 1 - - -",
+            "b1 n 1 - - - -\nx",
+            "a1 n x - - - -\nx",
+            "a1 n 1 - - x -\nx",
+            "a1 n 1 - - - - extra\nx",
         ] {
             assert_eq!(Envelope::decode(payload), None, "{payload:?}");
         }

@@ -78,8 +78,9 @@ impl RegistryHandle {
         &self.shards[user.rem_euclid(self.shards.len() as i64) as usize]
     }
 
-    /// Adds (or refreshes) `session` as one of `user`'s sockets.
-    pub async fn register(&self, user: i64, session: SessionHandle) -> Result<(), RegisterError> {
+    /// Adds (or refreshes) `session` as one of `user`'s sockets; how many
+    /// the user holds here now, this one included.
+    pub async fn register(&self, user: i64, session: SessionHandle) -> Result<usize, RegisterError> {
         self.shard(user)
             .send(Register { user, session })
             .await
@@ -282,14 +283,14 @@ impl Supervised for RegistryShard {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<(), RegisterError>")]
+#[rtype(result = "Result<usize, RegisterError>")]
 struct Register {
     user: i64,
     session: SessionHandle,
 }
 
 impl Handler<Register> for RegistryShard {
-    type Result = Result<(), RegisterError>;
+    type Result = Result<usize, RegisterError>;
 
     fn handle(&mut self, msg: Register, ctx: &mut Context<Self>) -> Self::Result {
         let max = self.max_per_user;
@@ -298,13 +299,13 @@ impl Handler<Register> for RegistryShard {
             let list = sessions.entry(msg.user).or_default();
             list.retain(SessionHandle::is_connected);
             if list.iter().any(|s| s.id() == msg.session.id()) {
-                return Ok(());
+                return Ok(list.len());
             }
             if list.len() >= max {
                 return Err(RegisterError::TooManySockets);
             }
             list.push(msg.session);
-            Ok(())
+            Ok(list.len())
         })
     }
 }
@@ -362,7 +363,12 @@ impl Handler<Deliver> for RegistryShard {
                 }
                 // A closed session leaves the map here even if its
                 // unregister is still on the way.
-                !matches!(session.send(msg.packet.clone()), Err(SendError::Closed))
+                let sent = if msg.packet.droppable {
+                    session.offer(msg.packet.clone()).map(|_| ())
+                } else {
+                    session.send(msg.packet.clone())
+                };
+                !matches!(sent, Err(SendError::Closed))
             });
             if list.is_empty() {
                 sessions.remove(&msg.user);

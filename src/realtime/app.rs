@@ -215,8 +215,8 @@ impl SocketApp for ChatApp {
         // A short task: register, then replay. Nothing per socket outlives
         // it; later upkeep rides on the session's heartbeat.
         actix::spawn(async move {
-            match registry.register(user, session.clone()).await {
-                Ok(()) => {}
+            let held = match registry.register(user, session.clone()).await {
+                Ok(held) => held,
                 Err(RegisterError::TooManySockets) => {
                     let _ = session.emit(
                         CHAT_NAMESPACE,
@@ -229,8 +229,9 @@ impl SocketApp for ChatApp {
                 }
                 Err(RegisterError::Unavailable) => {
                     tracing::warn!(user, "registry unavailable; the next heartbeat registers again");
+                    0
                 }
-            }
+            };
             // Subscribed to the user's channel before the replay reads:
             // whatever commits from then on comes over the bus, whatever
             // committed before is in what the replay reads.
@@ -238,7 +239,9 @@ impl SocketApp for ChatApp {
                 bridge.reach(user).await;
             }
             // Told apart from the replay, which may take long.
-            actix::spawn(async move { presence.arrived(user).await });
+            if held == 1 {
+                actix::spawn(async move { presence.arrived(user).await });
+            }
             if let Some(since) = since {
                 replayer.run(&session, user, since).await;
             }

@@ -63,11 +63,12 @@ impl Presence {
         online(&self.registry, self.bridge.as_ref(), users).await
     }
 
-    /// A socket of `user` has connected (and, with the bus, its lease is
-    /// written): if it is the member's only one anywhere, the member just
-    /// came online.
+    /// The first socket of `user` on this node has connected (and, with
+    /// the bus, its lease is written; the caller knows it is the first from
+    /// its registration): if no other node holds the member, the member
+    /// just came online.
     pub async fn arrived(&self, user: i64) {
-        if self.registry.sockets_of(user).await != Ok(1) || self.elsewhere(user).await {
+        if self.elsewhere(user).await {
             return;
         }
         self.changed(user, true);
@@ -162,7 +163,7 @@ async fn tell_round(
             "online": online,
             "last_seen_at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         });
-        router.emit_to_user(partner, "presence", payload, None);
+        router.notify_user(partner, "presence", payload, None);
     }
     Ok(())
 }

@@ -247,10 +247,14 @@ mod tests {
     fn concurrent_sockets_never_take_more_than_the_burst() {
         let table = table();
         let now = Instant::now();
+        // Every socket takes its handle first, as connected sockets have
+        // theirs: a thread done before the next handle is taken would
+        // otherwise have let the user's budgets go.
+        let handles: Vec<_> = (0..4).map(|_| table.of(3)).collect();
         let taken: usize = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..4)
-                .map(|_| {
-                    let budgets = table.of(3);
+            let workers: Vec<_> = handles
+                .into_iter()
+                .map(|budgets| {
                     scope.spawn(move || {
                         (0..100)
                             .filter(|_| budgets.try_take(Budget::ChatMessage, now))

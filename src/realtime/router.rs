@@ -25,11 +25,14 @@ impl Router {
         self.bridge.as_ref()
     }
 
-    /// Sends `name(payload)` to every socket of `user`, but `except`.
-    pub fn emit_to_user(&self, user: i64, name: &str, payload: Value, except: Option<SessionId>) {
+    /// Sends `name(payload)` to every socket of `user`, but `except`, as
+    /// a notice a socket that falls behind goes without (typing,
+    /// presence): a member with thousands of partners coming online at
+    /// once must not be closed as a slow consumer for it.
+    pub fn notify_user(&self, user: i64, name: &str, payload: Value, except: Option<SessionId>) {
         self.deliver(
             user,
-            EncodedPacket::event(CHAT_NAMESPACE, name, vec![payload]),
+            EncodedPacket::event(CHAT_NAMESPACE, name, vec![payload]).droppable(),
             except,
         );
     }

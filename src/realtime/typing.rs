@@ -16,7 +16,7 @@ pub(super) fn handle(
         if recipient == user {
             return Err(ChatError::new("invalid_recipient", "you cannot message yourself"));
         }
-        router.emit_to_user(recipient, "typing", json!({ "sender_id": user }), None);
+        router.notify_user(recipient, "typing", json!({ "sender_id": user }), None);
         Ok(json!({ "ok": true }))
     });
     answer(session, ack, result);

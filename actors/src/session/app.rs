@@ -268,6 +268,9 @@ pub struct EncodedPacket {
     /// An ack at `position`: the client waits for it, so it is never
     /// dropped, only held until a replay has sent every older position.
     pub(crate) answer: bool,
+    /// Worth sending only if the socket keeps up (presence, typing): a
+    /// session whose queues are filling drops it instead of closing.
+    pub(crate) droppable: bool,
 }
 
 impl EncodedPacket {
@@ -302,6 +305,7 @@ impl EncodedPacket {
             attachments: Vec::new(),
             position: None,
             answer: false,
+            droppable: false,
         }
     }
 
@@ -319,6 +323,7 @@ impl EncodedPacket {
             attachments: attachments.into_iter().map(Bytes::from).collect(),
             position: None,
             answer: false,
+            droppable: false,
         }
     }
 
@@ -329,6 +334,19 @@ impl EncodedPacket {
     pub fn at_position(mut self, position: i64) -> Self {
         self.position = Some(position);
         self
+    }
+
+    /// The packet as one the client can do without when it falls behind
+    /// (see [`SessionHandle::offer`]).
+    #[must_use]
+    pub fn droppable(mut self) -> Self {
+        self.droppable = true;
+        self
+    }
+
+    /// Whether it is one the client can do without.
+    pub fn is_droppable(&self) -> bool {
+        self.droppable
     }
 
     /// The stream position, if the packet has one.
@@ -459,6 +477,22 @@ impl SessionHandle {
     /// As [`SessionHandle::emit`].
     pub fn send(&self, packet: EncodedPacket) -> Result<(), SendError> {
         deliver(&self.addr, &self.close, packet)
+    }
+
+    /// Sends `packet` if the session has room for it now; `Ok(false)` when
+    /// its mailbox is full, which, unlike [`SessionHandle::send`], does not
+    /// close it: for packets the client can do without.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] once the session is gone.
+    pub fn offer(&self, packet: EncodedPacket) -> Result<bool, SendError> {
+        use actix::prelude::SendError as MailboxError;
+        match self.addr.try_send(super::Deliver(packet)) {
+            Ok(()) => Ok(true),
+            Err(MailboxError::Full(_)) => Ok(false),
+            Err(MailboxError::Closed(_)) => Err(SendError::Closed),
+        }
     }
 
     /// Disconnects the client from every namespace and closes the socket.

@@ -766,6 +766,11 @@ impl Handler<Deliver> for Session {
         if self.closing(ctx) {
             return;
         }
+        // Past half the outbound queue the client is behind: what it can
+        // do without waits for nobody.
+        if packet.droppable && self.queue.len() + self.in_flight > self.config.outbound_queue / 2 {
+            return;
+        }
         if let Some(position) = packet.position {
             match &mut self.stream {
                 Stream::Replaying(replay) => {
