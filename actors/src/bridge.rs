@@ -200,6 +200,16 @@ struct Commands {
 /// How long any command to Redis may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A user's channel: `{prefix}u:{user}`.
+fn channel_key(prefix: &str, user: i64) -> String {
+    format!("{prefix}u:{user}")
+}
+
+/// The hash of the nodes' leases on a user: `{prefix}presence:{user}`.
+fn presence_key(prefix: &str, user: i64) -> String {
+    format!("{prefix}presence:{user}")
+}
+
 fn timed_out() -> redis::RedisError {
     redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }
@@ -327,7 +337,7 @@ impl BridgeHandle {
             return;
         }
         // A bound, in case Redis accepts the connection but never answers.
-        let _ = tokio::time::timeout(Duration::from_secs(2), reached).await;
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, reached).await;
     }
 
     /// Which of `users` another node than this one holds a live lease on
@@ -342,7 +352,7 @@ impl BridgeHandle {
         }
         let mut pipe = redis::pipe();
         for user in users {
-            pipe.hgetall(format!("{}presence:{user}", self.prefix));
+            pipe.hgetall(presence_key(&self.prefix, *user));
         }
         let leases: Vec<HashMap<String, u64>> = self.commands.query(&pipe).await?;
         let now = now_ms();
@@ -520,8 +530,8 @@ impl Publisher {
                 pipe.cmd("EVALSHA")
                     .arg(script.get_hash())
                     .arg(1)
-                    .arg(format!("{}presence:{}", self.prefix, event.user))
-                    .arg(format!("{}u:{}", self.prefix, event.user))
+                    .arg(presence_key(&self.prefix, event.user))
+                    .arg(channel_key(&self.prefix, event.user))
                     .arg(&self.node)
                     .arg(&event.payload)
                     .ignore();
@@ -563,7 +573,7 @@ impl Publisher {
                 .await?;
             Ok::<_, redis::RedisError>(conn)
         };
-        match tokio::time::timeout(Duration::from_secs(2), connected).await {
+        match tokio::time::timeout(COMMAND_TIMEOUT, connected).await {
             Ok(Ok(conn)) => Some(conn),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "bus publisher cannot connect");
@@ -625,11 +635,11 @@ impl Actor for RedisBridge {
 
 impl RedisBridge {
     fn channel(&self, user: i64) -> String {
-        format!("{}u:{user}", self.settings.prefix)
+        channel_key(&self.settings.prefix, user)
     }
 
     fn presence(&self, user: i64) -> String {
-        format!("{}presence:{user}", self.settings.prefix)
+        presence_key(&self.settings.prefix, user)
     }
 
     fn user_of(&self, channel: &str) -> Option<i64> {
@@ -647,7 +657,7 @@ impl RedisBridge {
         self.connecting = true;
         let client = self.client.clone();
         let connect = async move {
-            tokio::time::timeout(Duration::from_secs(2), client.get_async_pubsub())
+            tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
                 .await
                 .map_err(|_| None)?
                 .map_err(Some)

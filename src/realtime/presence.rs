@@ -57,12 +57,6 @@ impl Presence {
         }
     }
 
-    /// Which of `users` are online. With the bus down, what this node
-    /// knows: its own sockets.
-    pub async fn online(&self, users: &[i64]) -> HashSet<i64> {
-        online(&self.registry, self.bridge.as_ref(), users).await
-    }
-
     /// The first socket of `user` on this node has connected (and, with
     /// the bus, its lease is written; the caller knows it is the first from
     /// its registration): if no other node holds the member, the member
@@ -169,14 +163,18 @@ async fn tell_round(
 }
 
 /// Which of `users` hold a socket on this node or (with a bus that
-/// answers) on another.
+/// answers) on another. With the bus down, what this node knows: its own
+/// sockets.
 pub async fn online(registry: &RegistryHandle, bridge: Option<&BridgeHandle>, users: &[i64]) -> HashSet<i64> {
-    let mut online = HashSet::new();
-    for user in users {
-        if registry.sockets_of(*user).await.is_ok_and(|count| count > 0) {
-            online.insert(*user);
-        }
-    }
+    // The shards are asked all at once: a batch of 50 profiles would
+    // otherwise wait for 50 round trips one after another.
+    let counts = futures_util::future::join_all(users.iter().map(|user| registry.sockets_of(*user))).await;
+    let mut online: HashSet<i64> = users
+        .iter()
+        .zip(counts)
+        .filter(|(_, count)| count.as_ref().is_ok_and(|count| *count > 0))
+        .map(|(user, _)| *user)
+        .collect();
     if let Some(bridge) = bridge {
         let rest: Vec<i64> = users
             .iter()

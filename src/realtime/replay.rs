@@ -191,14 +191,14 @@ impl Replayer {
 /// cannot be serialized, which would otherwise leave a silent gap.
 fn encode(page: &[ChatMessage]) -> Option<Vec<EncodedPacket>> {
     page.iter()
-        .map(|message| match serde_json::to_value(message) {
-            Ok(payload) => Some(
-                EncodedPacket::event(CHAT_NAMESPACE, "new_message", vec![payload]).at_position(message.id),
-            ),
-            Err(error) => {
-                tracing::error!(%error, id = message.id, "replay: a message could not be serialized");
-                None
-            }
-        })
+        .map(
+            |message| match EncodedPacket::event_of(CHAT_NAMESPACE, "new_message", message) {
+                Ok(packet) => Some(packet.at_position(message.id)),
+                Err(error) => {
+                    tracing::error!(%error, id = message.id, "replay: a message could not be serialized");
+                    None
+                }
+            },
+        )
         .collect()
 }

@@ -316,15 +316,7 @@ async fn presence_follows_the_last_socket_on_any_node() {
     assert!(presence_of(b, 1, 2).await.0);
 
     drop(bob_phone);
-    // (An `online` for 2 may come first: 2's arrival on a raced the
-    // message that made them partners.)
-    let offline = loop {
-        let presence = alice.expect_event("presence").await;
-        assert_eq!(presence["user_id"], 2);
-        if presence["online"] == false {
-            break presence;
-        }
-    };
+    let offline = alice.expect_offline(2).await;
     // b released its lease with the last socket (its channel lingers).
     for node in [a, b] {
         let (online, seen) = presence_of(node, 1, 2).await;

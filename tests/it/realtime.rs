@@ -645,15 +645,7 @@ async fn presence_on_one_node() {
     let (_, body) = app.get(profile, Some(&app.admin_token(1))).await;
     assert_eq!(body["online"], true, "{body}");
     drop(bob);
-    // (An `online` for 2 may come first: 2's arrival raced the message
-    // that made them partners.)
-    let offline = loop {
-        let presence = alice.expect_event("presence").await;
-        assert_eq!(presence["user_id"], 2);
-        if presence["online"] == false {
-            break presence;
-        }
-    };
+    let offline = alice.expect_offline(2).await;
     let (_, body) = app.get(profile, Some(&app.admin_token(1))).await;
     assert_eq!(body["online"], false, "{body}");
     assert_eq!(body["last_seen_at"], offline["last_seen_at"], "{body}");

@@ -94,6 +94,19 @@ impl RawClient {
         }
     }
 
+    /// Waits for `presence` of `user` going offline and returns it. An
+    /// `online` for the user may come first (its arrival can race the
+    /// message that made the two partners) and is skipped.
+    pub async fn expect_offline(&mut self, user: i64) -> Value {
+        loop {
+            let presence = self.expect_event("presence").await;
+            assert_eq!(presence["user_id"], user, "{presence}");
+            if presence["online"] == false {
+                return presence;
+            }
+        }
+    }
+
     /// Emits `42<id>["event", payload]` and waits for `43<id>[answer]`.
     pub async fn emit_ack(&mut self, id: u64, event: &str, payload: Value) -> Value {
         self.send(&format!("42{id}{}", serde_json::json!([event, payload])))
