@@ -16,13 +16,14 @@ pub struct Config {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://localhost/aurum")]
     pub database_url: String,
-    /// Redis URL for the bus between nodes (`redis://host:port/db`).
-    /// Unset: a single node. Set: nodes sharing this Redis and the same
-    /// database behave as one.
+    /// Redis URL for the bus between nodes (`redis://host:port/db`; with
+    /// REDIS_CLUSTER, seed nodes' URLs separated by commas). Unset: a
+    /// single node. Set: nodes sharing this Redis and the same database
+    /// behave as one.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
-    /// Redis Cluster with sharded pub/sub; not supported by this build yet,
-    /// so `serve` refuses to start when it is true.
+    /// REDIS_URL is a Redis Cluster: sharded pub/sub (SSUBSCRIBE /
+    /// SPUBLISH), commands grouped by hash slot.
     #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
     pub redis_cluster: bool,
     /// Prefix of every Redis key and channel.
@@ -157,10 +158,8 @@ pub enum ConfigError {
          {workers} HTTP workers need one connection each (at least {needed})"
     )]
     TooFewConnections { max: u32, workers: u32, needed: u32 },
-    #[error(
-        "REDIS_CLUSTER=true, but this build has no Redis Cluster support yet: point REDIS_URL at one Redis"
-    )]
-    NoRedisCluster,
+    #[error("REDIS_CLUSTER=true needs REDIS_URL: the cluster's seed nodes, separated by commas")]
+    ClusterWithoutUrl,
     #[error("NODE_ID: {0}")]
     NodeId(#[from] aurum_actors::bridge::InvalidNodeId),
     #[error("{0}")]
@@ -241,8 +240,8 @@ impl Config {
     /// Fails on settings this build cannot honour, so that they are not
     /// silently ignored.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
-        if self.redis_cluster {
-            return Err(ConfigError::NoRedisCluster);
+        if self.redis_cluster && self.redis_url.is_none() {
+            return Err(ConfigError::ClusterWithoutUrl);
         }
         aurum_actors::bridge::check_node_id(&self.node())?;
         Ok(())

@@ -190,6 +190,14 @@ impl RegistryHandle {
         }
     }
 
+    /// Marks `user`'s sockets on this node for a catch-up (see
+    /// [`SessionHandle::mark_catch_up`]).
+    pub fn mark_catch_up(&self, user: i64) {
+        if let Err(error) = self.shard(user).try_send(MarkUser { user }) {
+            tracing::warn!(error = %DeliverError::from(error), user, "catch-up marks not set");
+        }
+    }
+
     /// `user`'s open sockets on this node (none when the shard does not
     /// answer within [`ANSWER_TIMEOUT`]).
     pub async fn sessions_of(&self, user: i64) -> Vec<SessionHandle> {
@@ -412,6 +420,25 @@ impl Handler<Users> for RegistryShard {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct MarkAll;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct MarkUser {
+    user: i64,
+}
+
+impl Handler<MarkUser> for RegistryShard {
+    type Result = ();
+
+    fn handle(&mut self, MarkUser { user }: MarkUser, ctx: &mut Context<Self>) {
+        let sessions = &self.sessions;
+        Self::guarded(ctx, (), || {
+            for session in sessions.get(&user).into_iter().flatten() {
+                let _ = session.mark_catch_up();
+            }
+        });
+    }
+}
 
 impl Handler<MarkAll> for RegistryShard {
     type Result = ();

@@ -41,6 +41,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             "discarded": count(&stats.discarded),
             "published": count(&stats.published),
             "dropped": count(&stats.dropped),
+            "outages": count(&stats.outages),
         })
     });
     let bus_up = state.bus.as_ref().is_none_or(|bus| bus.stats().is_up());

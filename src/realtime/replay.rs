@@ -13,6 +13,7 @@
 //! and their live messages held back at no cost.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aurum_actors::session::{EncodedPacket, SessionHandle};
 use aurum_schema::ids::{MessageId, UserId};
@@ -56,6 +57,8 @@ pub struct Replayer {
     permits: Arc<Semaphore>,
     max_backlog: i64,
     overlap: i64,
+    /// Pages read from the database, for the tests and the metrics.
+    pages_read: AtomicU64,
 }
 
 /// Why a replay stopped before the end.
@@ -73,7 +76,13 @@ impl Replayer {
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             max_backlog: settings.max_backlog.max(0),
             overlap: settings.overlap.max(0),
+            pages_read: AtomicU64::new(0),
         }
+    }
+
+    /// Pages of messages read from the database so far.
+    pub fn pages_read(&self) -> u64 {
+        self.pages_read.load(Ordering::Relaxed)
     }
 
     /// Streams every message of `user`'s conversations after `since` to
@@ -88,31 +97,106 @@ impl Replayer {
         if !session.is_connected() {
             return;
         }
-        match self.stream(session, user, since).await {
-            Ok(()) | Err(Stop::Gone) => {}
-            Err(Stop::Failed) => {
-                let _ = session.emit(
-                    CHAT_NAMESPACE,
-                    "error",
-                    vec![json!({
-                        "code": "replay_failed",
-                        "message": "missed messages could not be loaded; connecting again replays them",
-                    })],
-                );
-                // Going live here would let the client's largest id pass
-                // the gap; a new connection replays from its own `since`.
-                session.reconnect();
+        let streamed = self.stream(session, user, since).await;
+        stopped(session, streamed);
+    }
+
+    /// Catches `user`'s sockets here up after deliveries may have been
+    /// lost (the bus was down, or dropped their channel): each begins a
+    /// catch-up ([`SessionHandle::begin_catch_up`]), and one read of the
+    /// database serves them all, since one member's devices miss the same
+    /// messages; each socket is sent those above its own position. When
+    /// the backlog is more than one page, each socket streams its own, as
+    /// on CONNECT.
+    pub async fn catch_up(&self, user: i64, sessions: Vec<SessionHandle>) {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return;
+        };
+        let mut started = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            if let Ok(Some(since)) = session.begin_catch_up().await {
+                started.push((session, since));
             }
+        }
+        let Some(oldest) = started.iter().map(|(_, since)| *since).min() else {
+            return;
+        };
+        // The smallest outbound queue bounds the shared page.
+        let mut room = usize::MAX;
+        for (session, _) in &started {
+            if let Ok(free) = session.replay_page(Vec::new()).await {
+                room = room.min(free);
+            }
+        }
+        let limit = i64::try_from(room)
+            .unwrap_or(i64::MAX)
+            .clamp(1, self.max_backlog.saturating_add(1));
+        let page = match self.page(user, self.replay_from(oldest), limit).await {
+            Ok(page) => page,
+            Err(_) => {
+                for (session, _) in &started {
+                    stopped(session, Err(Stop::Failed));
+                }
+                return;
+            }
+        };
+        let whole = (page.len() as i64) < limit;
+        let packets = if whole { encode(&page) } else { None };
+        for (session, since) in &started {
+            let caught_up = match &packets {
+                Some(packets) => self.send_caught_up(session, user, *since, packets).await,
+                // More than a page behind, or a row that would not encode:
+                // this socket streams on its own.
+                None => self.stream(session, user, *since).await,
+            };
+            stopped(session, caught_up);
+        }
+    }
+
+    /// Sends `session` the part of a shared catch-up page (`packets`,
+    /// the whole backlog, in id order) above its own `since`, and goes live;
+    /// if newer messages were held back meanwhile, reads on by itself.
+    async fn send_caught_up(
+        &self,
+        session: &SessionHandle,
+        user: i64,
+        since: i64,
+        packets: &[EncodedPacket],
+    ) -> Result<(), Stop> {
+        let gone = |_| Stop::Gone;
+        let from = self.replay_from(since);
+        let own: Vec<EncodedPacket> = packets
+            .iter()
+            .filter(|packet| packet.position().is_some_and(|id| id > from))
+            .cloned()
+            .collect();
+        let last = own
+            .last()
+            .and_then(EncodedPacket::position)
+            .unwrap_or(since)
+            .max(since);
+        if !own.is_empty() {
+            session.replay_page(own).await.map_err(gone)?;
+        }
+        if session.finish_replay(last).await.map_err(gone)? {
+            return Ok(());
+        }
+        self.stream(session, user, last).await
+    }
+
+    /// Where a replay for a client at `since` starts reading: the overlap
+    /// below it (see [`ReplaySettings::overlap`]), or the start for none.
+    fn replay_from(&self, since: i64) -> i64 {
+        if since > 0 {
+            since.saturating_sub(self.overlap).max(0)
+        } else {
+            0
         }
     }
 
     async fn stream(&self, session: &SessionHandle, user: i64, since: i64) -> Result<(), Stop> {
         let gone = |_| Stop::Gone;
-        let mut last = if since > 0 {
-            since.saturating_sub(self.overlap).max(0)
-        } else {
-            0
-        };
+        let mut last = self.replay_from(since);
         let mut room = session.replay_page(Vec::new()).await.map_err(gone)?;
         let mut first = true;
         loop {
@@ -178,12 +262,31 @@ impl Replayer {
     /// waits for the client.
     async fn page(&self, user: i64, since: i64, limit: i64) -> Result<Vec<ChatMessage>, Stop> {
         let mut conn = self.connection(user).await?;
+        self.pages_read.fetch_add(1, Ordering::Relaxed);
         messages::since(&mut conn, UserId(user), MessageId(since), limit)
             .await
             .map_err(|error| {
                 tracing::error!(%error, user, "replay query failed");
                 Stop::Failed
             })
+    }
+}
+
+/// Ends a replay that stopped: a database failure sends the client away
+/// to connect again.
+fn stopped(session: &SessionHandle, outcome: Result<(), Stop>) {
+    if let Err(Stop::Failed) = outcome {
+        let _ = session.emit(
+            CHAT_NAMESPACE,
+            "error",
+            vec![json!({
+                "code": "replay_failed",
+                "message": "missed messages could not be loaded; connecting again replays them",
+            })],
+        );
+        // Going live here would let the client's largest id pass the gap;
+        // a new connection replays from its own `since`.
+        session.reconnect();
     }
 }
 

@@ -20,6 +20,7 @@ pub struct Realtime {
     pub writer: WriterHandle,
     /// The bus between nodes, when `REDIS_URL` is set.
     pub bridge: Option<BridgeHandle>,
+    pub replayer: Arc<Replayer>,
     /// The arbiters the long-lived actors and the sessions run on.
     arbiters: Vec<actix::Arbiter>,
 }
@@ -61,6 +62,7 @@ impl Realtime {
         ));
         let bridge = state.config.redis_url.as_ref().map(|url| {
             let mut settings = BridgeSettings::new(url, &state.config.redis_prefix, state.config.node());
+            settings.cluster = state.config.redis_cluster;
             settings.lease_ttl = Duration::from_secs(state.config.presence_ttl.max(1));
             settings.ping_interval = Duration::from_millis(state.config.bus_ping_interval.max(10));
             settings.on_recovered = Some(catch_up(registry.clone(), Arc::clone(&replayer)));
@@ -73,7 +75,7 @@ impl Realtime {
             writer.clone(),
             bridge.clone(),
             state.db.clone(),
-            replayer,
+            Arc::clone(&replayer),
             limits,
         );
         Ok(Self {
@@ -81,6 +83,7 @@ impl Realtime {
             registry,
             writer,
             bridge,
+            replayer,
             arbiters,
         })
     }
@@ -101,10 +104,11 @@ impl Realtime {
     }
 }
 
-/// What the bridge calls once the bus is back (or dropped deliveries): each
-/// of the users' sockets here replays from the newest message it was sent,
-/// through the replayer's bounded slots, so whatever the bus lost while it
-/// was down comes from PostgreSQL.
+/// What the bridge calls once the bus is back (or dropped deliveries): the
+/// users' sockets here catch up from the newest message each was sent, one
+/// database read per user for all their sockets, through the replayer's
+/// bounded slots, so whatever the bus lost while it was down comes from
+/// PostgreSQL.
 fn catch_up(registry: RegistryHandle, replayer: Arc<Replayer>) -> Recovered {
     Arc::new(move |users: Vec<i64>| {
         let registry = registry.clone();
@@ -112,14 +116,12 @@ fn catch_up(registry: RegistryHandle, replayer: Arc<Replayer>) -> Recovered {
         actix::spawn(async move {
             tracing::info!(users = users.len(), "catching up after the bus was down");
             for user in users {
-                for session in registry.sessions_of(user).await {
-                    let replayer = Arc::clone(&replayer);
-                    actix::spawn(async move {
-                        if let Ok(Some(since)) = session.begin_catch_up().await {
-                            replayer.run(&session, user, since).await;
-                        }
-                    });
+                let sessions = registry.sessions_of(user).await;
+                if sessions.is_empty() {
+                    continue;
                 }
+                let replayer = Arc::clone(&replayer);
+                actix::spawn(async move { replayer.catch_up(user, sessions).await });
             }
         });
     })

@@ -21,13 +21,19 @@ async fn nodes(redis: &TestRedis, count: usize) -> Vec<TestApp> {
 
 /// As [`nodes`], each node started with `extra` flags too.
 async fn nodes_with(redis: &TestRedis, count: usize, extra: &[&str]) -> Vec<TestApp> {
+    nodes_on(&redis.url(), count, extra).await
+}
+
+/// Nodes `a`, `b`, ... on one fresh database and the bus at `url`, with
+/// `extra` flags; seeded, and returned once every node's bus is up.
+pub(crate) async fn nodes_on(url: &str, count: usize, extra: &[&str]) -> Vec<TestApp> {
     let db = Arc::new(TestDb::migrated());
     let prefix = format!("t{:08x}:", rand::random::<u32>());
     let mut nodes = Vec::new();
     for index in 0..count {
         let name = char::from(b'a' + u8::try_from(index).unwrap()).to_string();
         let mut args = vec![
-            format!("--redis-url={}", redis.url()),
+            format!("--redis-url={url}"),
             format!("--redis-prefix={prefix}"),
             format!("--node-id={name}"),
         ];
@@ -43,7 +49,7 @@ async fn nodes_with(redis: &TestRedis, count: usize, extra: &[&str]) -> Vec<Test
     nodes
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..400 {
         if done() {
             return;
@@ -53,7 +59,7 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
-async fn member(node: &TestApp, user: i64, since: Option<i64>) -> RawClient {
+pub(crate) async fn member(node: &TestApp, user: i64, since: Option<i64>) -> RawClient {
     let mut auth = json!({ "token": node.token(user) });
     if let Some(since) = since {
         auth["since"] = json!(since);
@@ -65,13 +71,13 @@ async fn member(node: &TestApp, user: i64, since: Option<i64>) -> RawClient {
 
 /// Waits until `node`'s bus has `user`'s channel (the socket's CONNECT
 /// subscribes it before anything else happens on the socket).
-async fn reachable(node: &TestApp, user: i64) {
+pub(crate) async fn reachable(node: &TestApp, user: i64) {
     node.bus().reach(user).await;
 }
 
 /// The ids of the next `count` messages above `since`, skipping the
 /// replay's overlap (ids the client holds already).
-async fn newer_than(client: &mut RawClient, since: i64, count: usize) -> Vec<Value> {
+pub(crate) async fn newer_than(client: &mut RawClient, since: i64, count: usize) -> Vec<Value> {
     let mut got = Vec::new();
     while got.len() < count {
         let id = client.expect_event("new_message").await["id"].clone();
@@ -82,7 +88,7 @@ async fn newer_than(client: &mut RawClient, since: i64, count: usize) -> Vec<Val
     got
 }
 
-async fn send(client: &mut RawClient, ack: u64, to: i64, text: &str) -> Value {
+pub(crate) async fn send(client: &mut RawClient, ack: u64, to: i64, text: &str) -> Value {
     let answer = client
         .emit_ack(
             ack,
@@ -204,7 +210,7 @@ async fn a_node_hears_nothing_for_users_it_does_not_hold() {
 
 /// User 1 on `a` and 2 on `b`, their channels subscribed, and the id of a
 /// first message from 1 that 2 has received.
-async fn pair_across(a: &TestApp, b: &TestApp) -> (RawClient, RawClient, i64) {
+pub(crate) async fn pair_across(a: &TestApp, b: &TestApp) -> (RawClient, RawClient, i64) {
     let mut alice = member(a, 1, None).await;
     let mut bob = member(b, 2, None).await;
     reachable(a, 1).await;
@@ -220,6 +226,7 @@ async fn redis_dying_mid_chat_loses_nothing() {
     let nodes = nodes(&redis, 2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let (mut alice, mut bob, first) = pair_across(a, b).await;
+    let mut bob_phone = member(b, 2, Some(first)).await;
 
     redis.stop();
     wait_until("a sees the bus down", || !a.bus().stats().is_up()).await;
@@ -236,18 +243,28 @@ async fn redis_dying_mid_chat_loses_nothing() {
         during.push(send(&mut alice, 10 + round, 2, &format!("during {round}")).await["id"].clone());
     }
 
+    let pages_before = b.replayer().pages_read();
     redis.resume().await;
     for node in &nodes {
         wait_until("the bus is back", || node.bus().stats().is_up()).await;
     }
-    // Bob's socket never closed: the catch-up brings what the bus missed
-    // (after the overlap's copy of what he had).
+    // Bob's sockets never closed: the catch-up brings what the bus missed
+    // (after the overlap's copy of what he had), to both of his devices
+    // from one read of the database.
     let got = newer_than(&mut bob, first, during.len()).await;
     assert_eq!(got, during, "every message sent while Redis was down, in order");
+    let got = newer_than(&mut bob_phone, first, during.len()).await;
+    assert_eq!(got, during, "and on bob's other device");
+    assert_eq!(
+        b.replayer().pages_read() - pages_before,
+        1,
+        "one catch-up read for the user, not one per socket"
+    );
 
     // And the bus carries live traffic again.
     let after = send(&mut alice, 30, 2, "after").await;
     assert_eq!(bob.expect_event("new_message").await["id"], after["id"]);
+    assert_eq!(bob_phone.expect_event("new_message").await["id"], after["id"]);
     let (_, health) = a.get("/health", None).await;
     assert_eq!(health["status"], "healthy", "{health}");
 }
@@ -436,4 +453,142 @@ async fn a_killed_nodes_clients_recover_on_another_node() {
         offline,
         "the dead node's member goes offline once its lease lapses"
     );
+}
+
+/// Sets Redis's output-buffer limit for pub/sub clients (default: 32 MB
+/// hard, 8 MB for 60 s) to `limit`, e.g. `pubsub 2mb 1mb 5`, so a test
+/// reaches it quickly.
+async fn pubsub_buffer_limit(redis: &TestRedis, limit: &str) {
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg(limit)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[actix_rt::test]
+async fn a_socket_that_never_reads_does_not_slow_the_subscriber() {
+    let redis = TestRedis::start().await;
+    // Half of what the test sends: a bridge that waited for bob's socket
+    // would be cut off long before the end.
+    pubsub_buffer_limit(&redis, "pubsub 16mb 8mb 10").await;
+    let nodes = nodes(&redis, 1).await;
+    let b = &nodes[0];
+    let bob = member(b, 2, None).await;
+    reachable(b, 2).await;
+    // 32 MB for bob, as another node ("x") would publish them, as fast as
+    // Redis takes them; bob reads none of it.
+    let channel = format!("{}u:2", b.state.config.redis_prefix);
+    let body = "x".repeat(4_000);
+    let count = 8_000_u64;
+    let mut conn = redis.connection().await;
+    for chunk in (1..=count).collect::<Vec<_>>().chunks(500) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            let frame = format!("42{}", json!(["new_message", { "id": id, "message": body }]));
+            pipe.cmd("PUBLISH")
+                .arg(&channel)
+                .arg(format!("a1 x 2 - {id} - -\n{frame}"))
+                .ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    let stats = b.bus().stats();
+    for _ in 0..400 {
+        if stats.received.load(Ordering::Relaxed) == count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        stats.received.load(Ordering::Relaxed),
+        count,
+        "b read every envelope (outages: {})",
+        stats.outages.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        stats.outages.load(Ordering::Relaxed),
+        0,
+        "Redis never had to cut the subscriber: it kept up while bob did not"
+    );
+    assert!(stats.is_up());
+    // The socket that fell behind is the one that pays: closed as a slow
+    // consumer, its client reconnects with `since`.
+    for _ in 0..200 {
+        if b.registry().sessions_of(2).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        b.registry().sessions_of(2).await.is_empty(),
+        "bob was closed as a slow consumer"
+    );
+    drop(bob);
+}
+
+#[actix_rt::test]
+async fn a_stalled_node_cut_off_by_redis_catches_up() {
+    let redis = TestRedis::start().await;
+    pubsub_buffer_limit(&redis, "pubsub 2mb 1mb 5").await;
+    let nodes = nodes(&redis, 1).await;
+    let a = &nodes[0];
+    let b = ChildNode::start(
+        &a.db.url,
+        &[
+            ("REDIS_URL", redis.url()),
+            ("REDIS_PREFIX", a.state.config.redis_prefix.clone()),
+            ("NODE_ID", "b".to_owned()),
+        ],
+    )
+    .await;
+    let mut alice = member(a, 1, None).await;
+    let (mut bob, answer) = RawClient::connect(&b.ws_base, json!({ "token": a.token(2) })).await;
+    assert!(answer.starts_with("40{\"sid\":"), "{answer}");
+    // User 3 on b as well: what others send 3 fills b's subscriber.
+    let (carol, answer) = RawClient::connect(&b.ws_base, json!({ "token": a.token(3) })).await;
+    assert!(answer.starts_with("40{\"sid\":"), "{answer}");
+    for _ in 0..200 {
+        if presence_of(a, 1, 2).await.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let first = send(&mut alice, 1, 2, "before the stall").await;
+    assert_eq!(bob.expect_event("new_message").await["id"], first["id"]);
+
+    // b stops reading anything. 20 MB for carol fill the kernel's socket
+    // buffers and then Redis's output buffer for b's subscriber, past its
+    // limit: Redis closes that connection, and what alice sends bob next
+    // never reaches b over the bus.
+    b.freeze();
+    let channel = format!("{}u:3", a.state.config.redis_prefix);
+    let padding = format!(
+        "a1 x 3 - - - -\n42{}",
+        json!(["new_message", { "message": "z".repeat(4_000) }])
+    );
+    let mut conn = redis.connection().await;
+    for _ in 0..10 {
+        let mut pipe = redis::pipe();
+        for _ in 0..500 {
+            pipe.cmd("PUBLISH").arg(&channel).arg(&padding).ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    let mut during = Vec::new();
+    for round in 0..5 {
+        during.push(send(&mut alice, 2 + round, 2, &format!("during the stall {round}")).await["id"].clone());
+    }
+    b.thaw();
+    // The subscriber finds its connection closed, comes back, and bob's
+    // socket (open all along) catches up from PostgreSQL.
+    let since = first["id"].as_i64().unwrap();
+    assert_eq!(newer_than(&mut bob, since, during.len()).await, during);
+    let health = b.get_json("/health").await;
+    assert!(health["bus"]["outages"].as_u64().unwrap() >= 1, "{health}");
+    assert_eq!(health["bus"]["state"], "up", "{health}");
+    drop(carol);
 }

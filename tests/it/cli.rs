@@ -11,10 +11,10 @@ fn aurum() -> tokio::process::Command {
 }
 
 #[actix_rt::test]
-async fn serve_with_redis_cluster_refuses_to_start() {
+async fn serve_with_redis_cluster_and_no_seeds_refuses_to_start() {
     let run = aurum()
         .arg("serve")
-        .env("REDIS_URL", "redis://127.0.0.1:6379")
+        .env_remove("REDIS_URL")
         .env("REDIS_CLUSTER", "true")
         .env("JWT_SECRET", TEST_SECRET)
         .env("BIND", "127.0.0.1:0")
@@ -29,9 +29,7 @@ async fn serve_with_redis_cluster_refuses_to_start() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(
-            "REDIS_CLUSTER=true, but this build has no Redis Cluster support yet: point REDIS_URL at one Redis"
-        ),
+        stderr.contains("REDIS_CLUSTER=true needs REDIS_URL: the cluster's seed nodes, separated by commas"),
         "{stderr}"
     );
 }

@@ -8,6 +8,7 @@ mod helpers;
 
 mod auth;
 mod bridge;
+mod bridge_cluster;
 mod cli;
 mod conversations;
 mod delivery;

@@ -16,6 +16,7 @@ pub struct TestApp {
     registry: aurum_actors::registry::RegistryHandle,
     writer: aurum_actors::writer::WriterHandle,
     bus: Option<aurum_actors::bridge::BridgeHandle>,
+    replayer: std::sync::Arc<aurum::realtime::replay::Replayer>,
     pub state: AppState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     client: awc::Client,
@@ -34,6 +35,12 @@ impl TestApp {
 
     /// Starts a node on `db`, which other nodes of the test may share.
     pub async fn spawn_sharing(db: std::sync::Arc<TestDb>, extra_args: &[&str]) -> Self {
+        // The nodes' logs, as RUST_LOG asks (errors only without it), in
+        // the failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let mut args = vec![
             "aurum".to_owned(),
             format!("--database-url={}", db.url),
@@ -57,6 +64,7 @@ impl TestApp {
         let registry = realtime.registry.clone();
         let writer = realtime.writer.clone();
         let bus = realtime.bridge.clone();
+        let replayer = std::sync::Arc::clone(&realtime.replayer);
         let server = aurum::run(state.clone(), realtime, listener, sockets, async move {
             let _ = stopped.await;
         });
@@ -74,6 +82,7 @@ impl TestApp {
             registry,
             writer,
             bus,
+            replayer,
             db,
             state,
             stop: Some(stop),
@@ -87,6 +96,10 @@ impl TestApp {
 
     pub fn bus(&self) -> &aurum_actors::bridge::BridgeHandle {
         self.bus.as_ref().expect("started with --redis-url")
+    }
+
+    pub fn replayer(&self) -> &aurum::realtime::replay::Replayer {
+        &self.replayer
     }
 
     pub fn writer(&self) -> &aurum_actors::writer::WriterHandle {

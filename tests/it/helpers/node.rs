@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::app::TEST_SECRET;
 
 pub struct ChildNode {
+    pub base: String,
     pub ws_base: String,
     child: tokio::process::Child,
 }
@@ -41,6 +42,7 @@ impl ChildNode {
         for _ in 0..400 {
             if tokio::net::TcpStream::connect(("127.0.0.1", ws)).await.is_ok() {
                 return Self {
+                    base: format!("http://127.0.0.1:{http}"),
                     ws_base: format!("ws://127.0.0.1:{ws}"),
                     child,
                 };
@@ -48,6 +50,33 @@ impl ChildNode {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("aurum serve did not start listening on {ws}");
+    }
+
+    /// SIGSTOP: the process holds its connections and reads none of them,
+    /// as a node stalled by swapping or a long pause would.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`ChildNode::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// `GET path` on the node's REST listener, as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+        let mut response = client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        response.json().await.unwrap()
     }
 
     /// SIGKILL: no draining, no goodbye to anyone.

@@ -33,6 +33,10 @@
 //!   local user is told to catch up from PostgreSQL (see
 //!   [`BridgeSettings::on_recovered`]).
 
+mod bus;
+mod envelope;
+mod publisher;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,29 +44,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink};
+use redis::FromRedisValue;
 use tokio::sync::{mpsc, oneshot};
 
+use self::bus::{Bus, COMMAND_TIMEOUT, Commands, Push, Subscriber};
+pub use self::envelope::Envelope;
+use self::publisher::{Outbound, Publisher};
 use crate::registry::RegistryHandle;
 use crate::session::{EncodedPacket, SessionId};
-
-/// The envelope's version tag, first on its header line.
-const ENVELOPE_TAG: &str = "a1";
-
-/// Publishes `ARGV[3]` on channel `ARGV[1]` if a node other than `ARGV[2]`
-/// holds a live lease in the hash `KEYS[1]`; answers the number of
-/// receivers, or -1 when nobody else holds the user.
-const PUBLISH_SCRIPT: &str = r"
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local leases = redis.call('HGETALL', KEYS[1])
-for i = 1, #leases, 2 do
-  if leases[i] ~= ARGV[2] and tonumber(leases[i + 1]) > ms then
-    return redis.call('PUBLISH', ARGV[1], ARGV[3])
-  end
-end
-return -1
-";
 
 /// Called with the users whose deliveries may have been lost (after the
 /// bus was down): the application replays their messages from PostgreSQL.
@@ -70,8 +59,12 @@ pub type Recovered = Arc<dyn Fn(Vec<i64>) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct BridgeSettings {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`; with [`BridgeSettings::cluster`], seed
+    /// nodes' URLs separated by commas.
     pub url: String,
+    /// A Redis Cluster: sharded pub/sub (SSUBSCRIBE / SPUBLISH), commands
+    /// grouped by hash slot.
+    pub cluster: bool,
     /// Of every key and channel (tests isolate by it).
     pub prefix: String,
     /// This node's id on the bus.
@@ -108,6 +101,7 @@ impl BridgeSettings {
     pub fn new(url: impl Into<String>, prefix: impl Into<String>, node: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster: false,
             prefix: prefix.into(),
             node: node.into(),
             linger: Duration::from_secs(10),
@@ -188,18 +182,6 @@ impl std::fmt::Debug for BridgeHandle {
     }
 }
 
-/// Commands other than publishes and subscriptions (leases, reads): one
-/// shared multiplexed connection, made on first use and again after a
-/// failure.
-#[derive(Clone)]
-struct Commands {
-    client: redis::Client,
-    slot: Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
-}
-
-/// How long any command to Redis may take before it counts as failed.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// A user's channel: `{prefix}u:{user}`.
 fn channel_key(prefix: &str, user: i64) -> String {
     format!("{prefix}u:{user}")
@@ -208,49 +190,6 @@ fn channel_key(prefix: &str, user: i64) -> String {
 /// The hash of the nodes' leases on a user: `{prefix}presence:{user}`.
 fn presence_key(prefix: &str, user: i64) -> String {
     format!("{prefix}presence:{user}")
-}
-
-fn timed_out() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-}
-
-impl Commands {
-    fn new(client: redis::Client) -> Self {
-        Self {
-            client,
-            slot: Arc::default(),
-        }
-    }
-
-    async fn connection(&self) -> Result<MultiplexedConnection, redis::RedisError> {
-        let mut slot = self.slot.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
-        }
-        let conn = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| timed_out())??;
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-
-    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, redis::RedisError> {
-        let mut conn = self.connection().await?;
-        let answer = tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<T>(&mut conn))
-            .await
-            .map_err(|_| timed_out())
-            .and_then(|answer| answer);
-        if answer.is_err() {
-            *self.slot.lock().await = None;
-        }
-        answer
-    }
-}
-
-/// One event on its way to the bus.
-struct Outbound {
-    user: i64,
-    payload: String,
 }
 
 impl BridgeHandle {
@@ -267,22 +206,22 @@ impl BridgeHandle {
         arbiter: Option<&Arbiter>,
     ) -> Result<Self, StartError> {
         check_node_id(&settings.node)?;
-        let client = redis::Client::open(settings.url.as_str())?;
+        let bus = Bus::open(&settings.url, settings.cluster)?;
         let stats = Arc::new(BridgeStats::default());
         let (outbound, queued) = mpsc::channel(settings.publish_queue.max(1));
         let node: Arc<str> = Arc::from(settings.node.as_str());
         let prefix: Arc<str> = Arc::from(settings.prefix.as_str());
-        let commands = Commands::new(client.clone());
+        let commands = Commands::new(bus.clone());
         let actor_commands = commands.clone();
         let publisher = Publisher {
-            client: client.clone(),
+            bus: bus.clone(),
             prefix: settings.prefix.clone(),
             node: settings.node.clone(),
             stats: Arc::clone(&stats),
         };
         let bridge_stats = Arc::clone(&stats);
         let make = move |_: &mut Context<RedisBridge>| RedisBridge {
-            client,
+            bus,
             commands: actor_commands,
             settings,
             registry,
@@ -291,6 +230,7 @@ impl BridgeHandle {
             stream: None,
             channels: HashMap::new(),
             waiters: HashMap::new(),
+            rebuild: None,
             to_subscribe: HashSet::new(),
             to_unsubscribe: HashSet::new(),
             batch_timer: None,
@@ -350,22 +290,24 @@ impl BridgeHandle {
         if users.is_empty() {
             return Ok(HashSet::new());
         }
-        let mut pipe = redis::pipe();
-        for user in users {
-            pipe.hgetall(presence_key(&self.prefix, *user));
-        }
-        let leases: Vec<HashMap<String, u64>> = self.commands.query(&pipe).await?;
-        let now = now_ms();
-        Ok(users
+        let reads = users
             .iter()
-            .zip(leases)
-            .filter(|(_, leases)| {
-                leases
-                    .iter()
-                    .any(|(node, expiry)| **node != *self.node && *expiry > now)
+            .map(|user| {
+                let mut read = redis::cmd("HGETALL");
+                read.arg(presence_key(&self.prefix, *user));
+                read
             })
-            .map(|(user, _)| *user)
-            .collect())
+            .collect();
+        let leases = self.commands.each(reads).await?;
+        let now = now_ms();
+        let mut held = HashSet::new();
+        for (user, leases) in users.iter().zip(leases) {
+            let leases = HashMap::<String, u64>::from_redis_value(leases)?;
+            if leased_elsewhere(&leases, &self.node, now) {
+                held.insert(*user);
+            }
+        }
+        Ok(held)
     }
 
     /// Drops this node's lease on `user` now: the user's last socket here
@@ -408,183 +350,18 @@ pub enum StartError {
     Url(#[from] redis::RedisError),
 }
 
-/// What crosses between nodes: a header line, then the encoded packet.
-///
-/// `a1 <origin node> <user> <except session or -> <position or -> <flags> <traceparent or ->`,
-/// flags `d` for a droppable notice (typing, presence), else `-`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Envelope<'a> {
-    pub node: &'a str,
-    pub user: i64,
-    /// The origin's socket to skip: an id of the origin node's, which
-    /// means nothing on any other node.
-    pub except: Option<u64>,
-    pub position: Option<i64>,
-    /// A notice a socket that falls behind goes without.
-    pub droppable: bool,
-    pub traceparent: Option<&'a str>,
-    /// The Engine.IO frame, encoded once at the origin.
-    pub text: &'a str,
-}
-
-impl<'a> Envelope<'a> {
-    pub fn encode(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::with_capacity(self.text.len() + 96);
-        let _ = write!(out, "{ENVELOPE_TAG} {} {} ", self.node, self.user);
-        match self.except {
-            Some(except) => {
-                let _ = write!(out, "{except} ");
-            }
-            None => out.push_str("- "),
-        }
-        match self.position {
-            Some(position) => {
-                let _ = write!(out, "{position} ");
-            }
-            None => out.push_str("- "),
-        }
-        out.push_str(if self.droppable { "d " } else { "- " });
-        out.push_str(self.traceparent.unwrap_or("-"));
-        out.push('\n');
-        out.push_str(self.text);
-        out
-    }
-
-    /// Reads an envelope; `None` for anything malformed.
-    pub fn decode(payload: &'a str) -> Option<Self> {
-        let (header, text) = payload.split_once('\n')?;
-        let mut fields = header.split(' ');
-        if fields.next()? != ENVELOPE_TAG {
-            return None;
-        }
-        let node = fields.next()?;
-        let user = fields.next()?.parse().ok()?;
-        let except = match fields.next()? {
-            "-" => None,
-            raw => Some(raw.parse().ok()?),
-        };
-        let position = match fields.next()? {
-            "-" => None,
-            raw => Some(raw.parse().ok()?),
-        };
-        let droppable = match fields.next()? {
-            "d" => true,
-            "-" => false,
-            _ => return None,
-        };
-        let traceparent = match fields.next()? {
-            "-" => None,
-            value => Some(value),
-        };
-        if fields.next().is_some() {
-            return None;
-        }
-        Some(Self {
-            node,
-            user,
-            except,
-            position,
-            droppable,
-            traceparent,
-            text,
-        })
-    }
+/// Whether a node other than `node` holds a lease in `leases` (node id →
+/// expiry in Unix ms) that is still live at `now`.
+fn leased_elsewhere(leases: &HashMap<String, u64>, node: &str, now: u64) -> bool {
+    leases
+        .iter()
+        .any(|(holder, expiry)| holder != node && *expiry > now)
 }
 
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The shared publisher: one connection, pipelines of queued events.
-struct Publisher {
-    client: redis::Client,
-    prefix: String,
-    node: String,
-    stats: Arc<BridgeStats>,
-}
-
-/// Most events in one pipeline.
-const PUBLISH_PIPELINE: usize = 256;
-
-impl Publisher {
-    async fn run(self, mut queued: mpsc::Receiver<Outbound>) {
-        let script = redis::Script::new(PUBLISH_SCRIPT);
-        let mut conn: Option<MultiplexedConnection> = None;
-        let mut batch = Vec::with_capacity(PUBLISH_PIPELINE);
-        while queued.recv_many(&mut batch, PUBLISH_PIPELINE).await > 0 {
-            if conn.is_none() {
-                conn = self.connect().await;
-            }
-            let Some(connection) = conn.as_mut() else {
-                self.stats
-                    .dropped
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
-                continue;
-            };
-            let mut pipe = redis::pipe();
-            for event in &batch {
-                pipe.cmd("EVALSHA")
-                    .arg(script.get_hash())
-                    .arg(1)
-                    .arg(presence_key(&self.prefix, event.user))
-                    .arg(channel_key(&self.prefix, event.user))
-                    .arg(&self.node)
-                    .arg(&event.payload)
-                    .ignore();
-            }
-            let sent = tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(connection))
-                .await
-                .map_err(|_| timed_out())
-                .and_then(|sent| sent);
-            match sent {
-                Ok(()) => {
-                    self.stats
-                        .published
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    // NOSCRIPT after a Redis restart, or the connection
-                    // failed: reconnect (which loads the script) next time.
-                    tracing::warn!(%error, events = batch.len(), "publish to the bus failed");
-                    self.stats
-                        .dropped
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    conn = None;
-                }
-            }
-            batch.clear();
-        }
-    }
-
-    /// A fresh connection with the publish script loaded (a restarted
-    /// Redis has forgotten it: EVALSHA then fails, and the next batch
-    /// comes here).
-    async fn connect(&self) -> Option<MultiplexedConnection> {
-        let connected = async {
-            let mut conn = self.client.get_multiplexed_async_connection().await?;
-            redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(PUBLISH_SCRIPT)
-                .query_async::<String>(&mut conn)
-                .await?;
-            Ok::<_, redis::RedisError>(conn)
-        };
-        match tokio::time::timeout(COMMAND_TIMEOUT, connected).await {
-            Ok(Ok(conn)) => Some(conn),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "bus publisher cannot connect");
-                None
-            }
-            Err(_) => {
-                tracing::warn!("bus publisher: connecting timed out");
-                None
-            }
-        }
-    }
 }
 
 /// A channel's state on this node.
@@ -596,17 +373,20 @@ struct Channel {
 }
 
 pub struct RedisBridge {
-    client: redis::Client,
+    bus: Bus,
     commands: Commands,
     settings: BridgeSettings,
     registry: RegistryHandle,
     stats: Arc<BridgeStats>,
-    sink: Option<PubSubSink>,
+    sink: Option<Subscriber>,
     stream: Option<SpawnHandle>,
     /// Users this node wants to hear about, with their state.
     channels: HashMap<i64, Channel>,
     /// Callers of `reach` waiting for a user's subscription.
     waiters: HashMap<i64, Vec<oneshot::Sender<()>>>,
+    /// A rebuild of the subscriber, due once the cluster has settled after
+    /// dropping some of its channels.
+    rebuild: Option<SpawnHandle>,
     to_subscribe: HashSet<i64>,
     to_unsubscribe: HashSet<i64>,
     batch_timer: Option<SpawnHandle>,
@@ -655,23 +435,14 @@ impl RedisBridge {
             return;
         }
         self.connecting = true;
-        let client = self.client.clone();
-        let connect = async move {
-            tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
-                .await
-                .map_err(|_| None)?
-                .map_err(Some)
-        };
+        let bus = self.bus.clone();
+        let connect = async move { bus.subscriber().await };
         ctx.spawn(connect.into_actor(self).map(|result, bridge, ctx| {
             bridge.connecting = false;
             match result {
-                Ok(pubsub) => bridge.connected(pubsub, ctx),
+                Ok((sink, stream)) => bridge.connected(sink, stream, ctx),
                 Err(error) => {
-                    if let Some(error) = error {
-                        tracing::warn!(%error, attempt = bridge.attempt, "bus subscriber cannot connect");
-                    } else {
-                        tracing::warn!(attempt = bridge.attempt, "bus subscriber: connecting timed out");
-                    }
+                    tracing::warn!(%error, attempt = bridge.attempt, "bus subscriber cannot connect");
                     bridge.retry_later(ctx);
                 }
             }
@@ -685,8 +456,12 @@ impl RedisBridge {
         ctx.run_later(backoff, |bridge, ctx| bridge.connect(ctx));
     }
 
-    fn connected(&mut self, pubsub: redis::aio::PubSub, ctx: &mut Context<Self>) {
-        let (sink, stream) = pubsub.split();
+    fn connected(
+        &mut self,
+        sink: Subscriber,
+        stream: futures_util::stream::BoxStream<'static, Push>,
+        ctx: &mut Context<Self>,
+    ) {
         self.sink = Some(sink);
         self.stream = Some(ctx.add_stream(stream.map(Incoming)));
         self.attempt = 0;
@@ -720,6 +495,9 @@ impl RedisBridge {
     fn disconnected(&mut self, ctx: &mut Context<Self>) {
         if let Some(stream) = self.stream.take() {
             ctx.cancel_future(stream);
+        }
+        if let Some(rebuild) = self.rebuild.take() {
+            ctx.cancel_future(rebuild);
         }
         self.sink = None;
         if self.stats.up.swap(false, Ordering::Relaxed) {
@@ -761,9 +539,12 @@ impl RedisBridge {
             .chunks(batch)
             .map(|c| c.iter().map(|u| self.channel(*u)).collect())
             .collect();
-        let leases = self.lease_command(&subscribe);
-        let releases: Vec<String> = unsubscribe.iter().map(|u| self.presence(*u)).collect();
-        let node = self.settings.node.clone();
+        let mut leases = self.lease_commands(&subscribe);
+        for user in &unsubscribe {
+            let mut release = redis::cmd("HDEL");
+            release.arg(self.presence(*user)).arg(&self.settings.node);
+            leases.push(release);
+        }
         let work = async move {
             let Some(mut sink) = sink else {
                 return false;
@@ -780,15 +561,9 @@ impl RedisBridge {
                     return false;
                 }
             }
-            if leases.is_some() || !releases.is_empty() {
-                let mut pipe = leases.unwrap_or_else(redis::pipe);
-                for key in &releases {
-                    pipe.hdel(key, &node).ignore();
-                }
-                if let Err(error) = commands.query::<()>(&pipe).await {
-                    tracing::warn!(%error, "bus leases not written");
-                    return false;
-                }
+            if let Err(error) = commands.each(leases).await {
+                tracing::warn!(%error, "bus leases not written");
+                return false;
             }
             true
         };
@@ -814,22 +589,22 @@ impl RedisBridge {
         async move { rx.await.unwrap_or(false) }
     }
 
-    /// `HSET presence:{user} node expiry` and `PEXPIRE` for each user, as
-    /// one pipeline; `None` for no users.
-    fn lease_command(&self, users: &[i64]) -> Option<redis::Pipeline> {
-        if users.is_empty() {
-            return None;
-        }
+    /// `HSET presence:{user} node expiry` and `PEXPIRE` for each user.
+    fn lease_commands(&self, users: &[i64]) -> Vec<redis::Cmd> {
         let ttl = self.settings.lease_ttl;
         let expiry = now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::with_capacity(users.len() * 2);
         for user in users {
             let key = self.presence(*user);
-            pipe.hset(&key, &self.settings.node, expiry).ignore();
-            pipe.pexpire(&key, ttl_ms).ignore();
+            let mut lease = redis::cmd("HSET");
+            lease.arg(&key).arg(&self.settings.node).arg(expiry);
+            let mut expire = redis::cmd("PEXPIRE");
+            expire.arg(&key).arg(ttl_ms);
+            commands.push(lease);
+            commands.push(expire);
         }
-        Some(pipe)
+        commands
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
@@ -879,10 +654,11 @@ impl RedisBridge {
                         .filter(|(_, c)| c.subscribed && c.seen == now)
                         .map(|(user, _)| *user)
                         .collect();
-                    if let (Some(pipe), true) = (bridge.lease_command(&renew), bridge.sink.is_some()) {
+                    if !renew.is_empty() && bridge.sink.is_some() {
+                        let leases = bridge.lease_commands(&renew);
                         let commands = bridge.commands.clone();
                         actix::spawn(async move {
-                            if let Err(error) = commands.query::<()>(&pipe).await {
+                            if let Err(error) = commands.each(leases).await {
                                 tracing::warn!(%error, "bus leases not renewed");
                             }
                         });
@@ -911,7 +687,7 @@ impl RedisBridge {
             return;
         };
         let timeout = self.settings.ping_interval;
-        let ping = async move { tokio::time::timeout(timeout, sink.ping::<String>()).await };
+        let ping = async move { tokio::time::timeout(timeout, sink.ping()).await };
         ctx.spawn(ping.into_actor(self).map(|answer, bridge, ctx| match answer {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {
@@ -926,19 +702,29 @@ impl RedisBridge {
     }
 }
 
-/// A message read from the subscriber connection.
-struct Incoming(redis::Msg);
+/// What the subscriber connection brought.
+struct Incoming(Push);
 
 impl Message for Incoming {
     type Result = ();
 }
 
 impl StreamHandler<Incoming> for RedisBridge {
-    fn handle(&mut self, Incoming(msg): Incoming, _: &mut Context<Self>) {
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let delivered = self.deliver(&msg);
-        if !delivered {
-            self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+    fn handle(&mut self, Incoming(push): Incoming, ctx: &mut Context<Self>) {
+        match push {
+            Push::Message { channel, payload } => {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                if !self.deliver(&channel, &payload) {
+                    self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Push::Unsubscribed(channel) => self.unsubscribed(&channel, ctx),
+            Push::Lost => {
+                if self.stream.is_some() {
+                    tracing::warn!("a bus connection closed; rebuilding the subscriber");
+                    self.disconnected(ctx);
+                }
+            }
         }
     }
 
@@ -953,20 +739,18 @@ impl StreamHandler<Incoming> for RedisBridge {
 
 impl RedisBridge {
     /// Hands an envelope to the registry; `false` when it is discarded.
-    fn deliver(&self, msg: &redis::Msg) -> bool {
-        let Ok(payload) = std::str::from_utf8(msg.get_payload_bytes()) else {
+    fn deliver(&self, channel: &str, payload: &[u8]) -> bool {
+        let Ok(payload) = std::str::from_utf8(payload) else {
             return false;
         };
         let Some(envelope) = Envelope::decode(payload) else {
-            tracing::warn!(channel = msg.get_channel_name(), "unreadable envelope on the bus");
+            tracing::warn!(channel, "unreadable envelope on the bus");
             return false;
         };
         if envelope.node == self.settings.node {
             return false;
         }
-        if self.user_of(msg.get_channel_name()) != Some(envelope.user)
-            || !self.channels.contains_key(&envelope.user)
-        {
+        if self.user_of(channel) != Some(envelope.user) || !self.channels.contains_key(&envelope.user) {
             return false;
         }
         let mut packet = EncodedPacket::from_frame(envelope.text.to_owned());
@@ -984,6 +768,53 @@ impl RedisBridge {
             }
         }
         true
+    }
+}
+
+/// How long the cluster gets to agree on its new masters after it
+/// dropped channels, before the subscriber is rebuilt.
+const CLUSTER_SETTLE: Duration = Duration::from_secs(1);
+
+impl RedisBridge {
+    /// A channel left the subscriber's set. Either this node's own
+    /// SUNSUBSCRIBE is confirmed (the user is no longer in the channel
+    /// set), or the cluster dropped it: its slot failed over or migrated,
+    /// and whatever is published until it is subscribed again is lost.
+    ///
+    /// Then the subscriber is rebuilt, once the cluster has had a moment
+    /// to settle, with the channels of the bridge's own set (not by the
+    /// client library's resubscription, which can group channels of
+    /// several slots in one command and lose them to CROSSSLOT), and every
+    /// socket catches up. Subscribing the one channel again at once was
+    /// tried: while the cluster still disagrees on the slot's master, the
+    /// new subscription can land where the new master's messages do not
+    /// arrive, silently. A rebuild starts from a fresh slot map.
+    fn unsubscribed(&mut self, channel: &str, ctx: &mut Context<Self>) {
+        let Some(user) = self.user_of(channel) else {
+            return;
+        };
+        let Some(state) = self.channels.get_mut(&user) else {
+            return;
+        };
+        if !state.subscribed {
+            return; // a subscribe is on its way or queued
+        }
+        state.subscribed = false;
+        // What the user was sent until now is where their catch-up starts.
+        self.registry.mark_catch_up(user);
+        if self.rebuild.is_some() {
+            return;
+        }
+        tracing::warn!(
+            user,
+            "the cluster dropped a channel; rebuilding the subscriber once it settles"
+        );
+        self.rebuild = Some(ctx.run_later(CLUSTER_SETTLE, |bridge, ctx| {
+            bridge.rebuild = None;
+            if bridge.stream.is_some() {
+                bridge.disconnected(ctx);
+            }
+        }));
     }
 }
 
@@ -1007,13 +838,10 @@ impl Handler<Reach> for RedisBridge {
         if self.channels.get(&user).is_some_and(|c| c.subscribed) {
             // Subscribed still (lingering, or another socket's): the lease
             // may have been released; write it again before answering.
-            let Some(pipe) = self.lease_command(&[user]) else {
-                let _ = reply.send(());
-                return;
-            };
+            let lease = self.lease_commands(&[user]);
             let commands = self.commands.clone();
             actix::spawn(async move {
-                if let Err(error) = commands.query::<()>(&pipe).await {
+                if let Err(error) = commands.each(lease).await {
                     tracing::warn!(%error, user, "bus lease not written");
                 }
                 let _ = reply.send(());
@@ -1039,11 +867,11 @@ impl Handler<Release> for RedisBridge {
         if self.sink.is_none() {
             return; // the lease lapses by itself
         }
-        let mut pipe = redis::pipe();
-        pipe.hdel(self.presence(user), &self.settings.node).ignore();
+        let mut release = redis::cmd("HDEL");
+        release.arg(self.presence(user)).arg(&self.settings.node);
         let commands = self.commands.clone();
         actix::spawn(async move {
-            if let Err(error) = commands.query::<()>(&pipe).await {
+            if let Err(error) = commands.each(vec![release]).await {
                 tracing::warn!(%error, user, "bus lease not released; it lapses by itself");
             }
         });
@@ -1053,41 +881,6 @@ impl Handler<Release> for RedisBridge {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn envelopes_round_trip() {
-        let text = "42/chat,[\"new_message\",{\"message\":\"a b\\nc\"}]";
-        for (except, position, droppable, traceparent) in [
-            (None, None, false, None),
-            (Some(7), Some(99), true, Some("00-abc-def-01")),
-        ] {
-            let envelope = Envelope {
-                node: "node-1",
-                user: 12,
-                except,
-                position,
-                droppable,
-                traceparent,
-                text,
-            };
-            let encoded = envelope.encode();
-            assert_eq!(Envelope::decode(&encoded), Some(envelope));
-        }
-    }
-
-    #[test]
-    fn malformed_envelopes_are_refused() {
-        for payload in [
-            "",
-            "a1 n 1 - - -",
-            "b1 n 1 - - - -\nx",
-            "a1 n x - - - -\nx",
-            "a1 n 1 - - x -\nx",
-            "a1 n 1 - - - - extra\nx",
-        ] {
-            assert_eq!(Envelope::decode(payload), None, "{payload:?}");
-        }
-    }
 
     #[test]
     fn node_ids_are_checked() {

@@ -1,0 +1,169 @@
+//! The shared publisher: one connection, pipelines of queued events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use redis::FromRedisValue;
+use tokio::sync::mpsc;
+
+use super::bus::{Bus, COMMAND_TIMEOUT, Connection, timed_out};
+use super::{BridgeStats, channel_key, leased_elsewhere, now_ms, presence_key};
+
+/// Publishes `ARGV[3]` on channel `ARGV[1]` if a node other than `ARGV[2]`
+/// holds a live lease in the hash `KEYS[1]`; answers the number of
+/// receivers, or -1 when nobody else holds the user.
+const PUBLISH_SCRIPT: &str = r"
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local leases = redis.call('HGETALL', KEYS[1])
+for i = 1, #leases, 2 do
+  if leases[i] ~= ARGV[2] and tonumber(leases[i + 1]) > ms then
+    return redis.call('PUBLISH', ARGV[1], ARGV[3])
+  end
+end
+return -1
+";
+
+/// Most events in one pipeline.
+const PUBLISH_PIPELINE: usize = 256;
+
+/// One event on its way to the bus.
+pub(super) struct Outbound {
+    pub user: i64,
+    pub payload: String,
+}
+
+pub(super) struct Publisher {
+    pub bus: Bus,
+    pub prefix: String,
+    pub node: String,
+    pub stats: Arc<BridgeStats>,
+}
+
+impl Publisher {
+    pub(super) async fn run(self, mut queued: mpsc::Receiver<Outbound>) {
+        let script = redis::Script::new(PUBLISH_SCRIPT);
+        let mut conn: Option<Connection> = None;
+        let mut batch = Vec::with_capacity(PUBLISH_PIPELINE);
+        while queued.recv_many(&mut batch, PUBLISH_PIPELINE).await > 0 {
+            if conn.is_none() {
+                conn = self.connect().await;
+            }
+            let Some(connection) = conn.as_mut() else {
+                self.stats
+                    .dropped
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+                continue;
+            };
+            let sent =
+                tokio::time::timeout(COMMAND_TIMEOUT, self.send(connection, script.get_hash(), &batch))
+                    .await
+                    .map_err(|_| timed_out())
+                    .and_then(|sent| sent);
+            match sent {
+                Ok(()) => {
+                    self.stats
+                        .published
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    // NOSCRIPT after a Redis restart, or the connection
+                    // failed: reconnect (which loads the script) next time.
+                    tracing::warn!(%error, events = batch.len(), "publish to the bus failed");
+                    self.stats
+                        .dropped
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    conn = None;
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    /// Publishes `batch` to the users held on other nodes.
+    ///
+    /// On one Redis that is a script per event, which checks the leases
+    /// and publishes in one step. In a cluster a script may not touch two
+    /// slots (the lease and the channel are in different ones), so the
+    /// leases are read first, per slot, and SPUBLISH goes to the users
+    /// another node holds. Both answer the same question at the same
+    /// point: a node that takes a lease after the check replays from the
+    /// database what was committed before it (see `BridgeHandle::reach`).
+    async fn send(
+        &self,
+        connection: &mut Connection,
+        script: &str,
+        batch: &[Outbound],
+    ) -> redis::RedisResult<()> {
+        if let Connection::Single(_) = connection {
+            let mut pipe = redis::pipe();
+            for event in batch {
+                pipe.cmd("EVALSHA")
+                    .arg(script)
+                    .arg(1)
+                    .arg(presence_key(&self.prefix, event.user))
+                    .arg(channel_key(&self.prefix, event.user))
+                    .arg(&self.node)
+                    .arg(&event.payload)
+                    .ignore();
+            }
+            return pipe.query_async::<()>(connection).await;
+        }
+        let reads = batch
+            .iter()
+            .map(|event| {
+                let mut read = redis::cmd("HGETALL");
+                read.arg(presence_key(&self.prefix, event.user));
+                read
+            })
+            .collect();
+        let leases = connection.each(reads).await?;
+        let now = now_ms();
+        let publishes = batch
+            .iter()
+            .zip(leases)
+            .filter(|(_, leases)| {
+                HashMap::<String, u64>::from_redis_value(leases.clone())
+                    .is_ok_and(|leases| leased_elsewhere(&leases, &self.node, now))
+            })
+            .map(|(event, _)| {
+                let mut publish = redis::cmd("SPUBLISH");
+                publish
+                    .arg(channel_key(&self.prefix, event.user))
+                    .arg(&event.payload);
+                publish
+            })
+            .collect();
+        connection.each(publishes).await.map(drop)
+    }
+
+    /// A fresh connection, with the publish script loaded on one Redis (a
+    /// restarted Redis has forgotten it: EVALSHA then fails, and the next
+    /// batch comes here).
+    async fn connect(&self) -> Option<Connection> {
+        let connected = async {
+            let mut conn = self.bus.connect().await?;
+            if let Connection::Single(_) = conn {
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(PUBLISH_SCRIPT)
+                    .query_async::<String>(&mut conn)
+                    .await?;
+            }
+            Ok::<_, redis::RedisError>(conn)
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, connected).await {
+            Ok(Ok(conn)) => Some(conn),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "bus publisher cannot connect");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("bus publisher: connecting timed out");
+                None
+            }
+        }
+    }
+}
