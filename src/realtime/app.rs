@@ -70,6 +70,12 @@ impl ChatApp {
     }
 }
 
+impl ChatApp {
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+}
+
 /// One authenticated socket's state, kept by its session.
 struct Member {
     user: i64,

@@ -84,6 +84,19 @@ impl Presence {
         self.changed(user, false);
     }
 
+    /// Members a dead node held and no node holds now (its leases were
+    /// swept): those without a socket here went offline.
+    pub fn departed(&self, users: Vec<i64>) {
+        let presence = self.clone();
+        actix::spawn(async move {
+            for user in users {
+                if presence.registry.sockets_of(user).await == Ok(0) {
+                    presence.changed(user, false);
+                }
+            }
+        });
+    }
+
     /// Whether another node holds `user`; a bus that cannot answer counts
     /// as no, so the member's partners hear of the change they can see.
     async fn elsewhere(&self, user: i64) -> bool {

@@ -60,12 +60,21 @@ impl Realtime {
                 },
             },
         ));
+        // The presence worker comes with the app, after the bridge: the
+        // bridge reaches it through this slot.
+        let presence: Arc<std::sync::OnceLock<super::presence::Presence>> = Arc::default();
         let bridge = state.config.redis_url.as_ref().map(|url| {
             let mut settings = BridgeSettings::new(url, &state.config.redis_prefix, state.config.node());
             settings.cluster = state.config.redis_cluster;
             settings.lease_ttl = Duration::from_secs(state.config.presence_ttl.max(1));
             settings.ping_interval = Duration::from_millis(state.config.bus_ping_interval.max(10));
             settings.on_recovered = Some(catch_up(registry.clone(), Arc::clone(&replayer)));
+            let presence = Arc::clone(&presence);
+            settings.on_departed = Some(Arc::new(move |users: Vec<i64>| {
+                if let Some(presence) = presence.get() {
+                    presence.departed(users);
+                }
+            }));
             BridgeHandle::start(settings, registry.clone(), arbiters.last())
         });
         let bridge = bridge.transpose()?;
@@ -78,6 +87,7 @@ impl Realtime {
             Arc::clone(&replayer),
             limits,
         );
+        let _ = presence.set(app.presence().clone());
         Ok(Self {
             app: Arc::new(app),
             registry,

@@ -36,6 +36,7 @@
 mod bus;
 mod envelope;
 mod publisher;
+mod sweep;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -84,6 +85,10 @@ pub struct BridgeSettings {
     /// counted) and recipients catch up through `since`.
     pub publish_queue: usize,
     pub on_recovered: Option<Recovered>,
+    /// Called with the users a dead node held and nobody holds now (its
+    /// heartbeat expired, and this node swept its leases): their partners
+    /// are told they went offline.
+    pub on_departed: Option<Recovered>,
 }
 
 impl std::fmt::Debug for BridgeSettings {
@@ -110,6 +115,7 @@ impl BridgeSettings {
             batch: 256,
             publish_queue: 65_536,
             on_recovered: None,
+            on_departed: None,
         }
     }
 }
@@ -480,6 +486,7 @@ impl RedisBridge {
                 return; // the next connection tries again
             }
             bridge.stats.up.store(true, Ordering::Relaxed);
+            bridge.heartbeat();
             tracing::info!(channels = users.len(), "bus subscriber up");
             if recovering
                 && !users.is_empty()
@@ -540,11 +547,7 @@ impl RedisBridge {
             .map(|c| c.iter().map(|u| self.channel(*u)).collect())
             .collect();
         let mut leases = self.lease_commands(&subscribe);
-        for user in &unsubscribe {
-            let mut release = redis::cmd("HDEL");
-            release.arg(self.presence(*user)).arg(&self.settings.node);
-            leases.push(release);
-        }
+        leases.extend(self.release_commands(&unsubscribe));
         let work = async move {
             let Some(mut sink) = sink else {
                 return false;
@@ -594,7 +597,13 @@ impl RedisBridge {
         let ttl = self.settings.lease_ttl;
         let expiry = now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let mut commands = Vec::with_capacity(users.len() * 2);
+        let mut commands = Vec::with_capacity(users.len() * 2 + 1);
+        if !users.is_empty() {
+            let mut held = redis::cmd("SADD");
+            held.arg(sweep::node_users_key(&self.settings.prefix, &self.settings.node))
+                .arg(users);
+            commands.push(held);
+        }
         for user in users {
             let key = self.presence(*user);
             let mut lease = redis::cmd("HSET");
@@ -605,6 +614,52 @@ impl RedisBridge {
             commands.push(expire);
         }
         commands
+    }
+
+    /// `HDEL presence:{user} node` for each user, and the users out of
+    /// this node's set.
+    fn release_commands(&self, users: &[i64]) -> Vec<redis::Cmd> {
+        let mut commands: Vec<redis::Cmd> = users
+            .iter()
+            .map(|user| {
+                let mut release = redis::cmd("HDEL");
+                release.arg(self.presence(*user)).arg(&self.settings.node);
+                release
+            })
+            .collect();
+        if !users.is_empty() {
+            let mut forget = redis::cmd("SREM");
+            forget
+                .arg(sweep::node_users_key(&self.settings.prefix, &self.settings.node))
+                .arg(users);
+            commands.push(forget);
+        }
+        commands
+    }
+
+    /// The node's heartbeat, and a sweep of nodes whose heartbeat has
+    /// expired (see the `sweep` module).
+    fn heartbeat(&self) {
+        let commands = self.commands.clone();
+        let prefix = self.settings.prefix.clone();
+        let node = self.settings.node.clone();
+        let ttl = self.settings.lease_ttl;
+        let departed = self.settings.on_departed.clone();
+        actix::spawn(async move {
+            if let Err(error) = commands.each(sweep::heartbeat(&prefix, &node, ttl)).await {
+                tracing::warn!(%error, "bus heartbeat not written");
+                return;
+            }
+            match sweep::sweep(&commands, &prefix, &node, ttl).await {
+                Ok(users) if !users.is_empty() => {
+                    if let Some(departed) = departed {
+                        departed(users);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "sweep of dead nodes failed"),
+            }
+        });
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
@@ -662,6 +717,9 @@ impl RedisBridge {
                                 tracing::warn!(%error, "bus leases not renewed");
                             }
                         });
+                    }
+                    if bridge.sink.is_some() {
+                        bridge.heartbeat();
                     }
                     if !bridge.to_subscribe.is_empty() || !bridge.to_unsubscribe.is_empty() {
                         bridge.schedule_flush(ctx);
@@ -867,11 +925,10 @@ impl Handler<Release> for RedisBridge {
         if self.sink.is_none() {
             return; // the lease lapses by itself
         }
-        let mut release = redis::cmd("HDEL");
-        release.arg(self.presence(user)).arg(&self.settings.node);
+        let release = self.release_commands(&[user]);
         let commands = self.commands.clone();
         actix::spawn(async move {
-            if let Err(error) = commands.each(vec![release]).await {
+            if let Err(error) = commands.each(release).await {
                 tracing::warn!(%error, user, "bus lease not released; it lapses by itself");
             }
         });
