@@ -637,3 +637,30 @@ async fn a_killed_nodes_members_are_told_offline_to_their_partners() {
         .unwrap();
     assert_eq!(nodes, vec!["a".to_owned()], "the dead node is forgotten");
 }
+
+#[actix_rt::test]
+async fn a_member_reconnecting_at_once_keeps_their_lease() {
+    let redis = TestRedis::start().await;
+    let nodes = nodes(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (mut alice, mut bob, _) = pair_across(a, b).await;
+    let lease = format!("{}presence:2", a.state.config.redis_prefix);
+    let mut conn = redis.connection().await;
+    for round in 0..30 {
+        // The old socket goes as the new one arrives, as a phone switching
+        // networks does: its release must not undo the new socket's lease.
+        drop(bob);
+        bob = member(b, 2, None).await;
+        reachable(b, 2).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let held: bool = redis::cmd("HEXISTS")
+            .arg(&lease)
+            .arg("b")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(held, "b's lease on bob after reconnect {round}");
+    }
+    let sent = send(&mut alice, 1, 2, "still reachable").await;
+    assert_eq!(bob.expect_event("new_message").await["id"], sent["id"]);
+}

@@ -921,17 +921,35 @@ struct Release {
 impl Handler<Release> for RedisBridge {
     type Result = ();
 
-    fn handle(&mut self, Release { user }: Release, _: &mut Context<Self>) {
+    fn handle(&mut self, Release { user }: Release, ctx: &mut Context<Self>) {
         if self.sink.is_none() {
             return; // the lease lapses by itself
         }
-        let release = self.release_commands(&[user]);
-        let commands = self.commands.clone();
-        actix::spawn(async move {
-            if let Err(error) = commands.each(release).await {
-                tracing::warn!(%error, user, "bus lease not released; it lapses by itself");
-            }
-        });
+        // A reconnecting client's new socket can register before this
+        // arrives (its lease then written again by `reach`): releasing
+        // after that would hide the member from every other node until the
+        // next renewal. So the shard is asked again, after anything it was
+        // sent before, and the lease stays if a socket is back or a `reach`
+        // came meanwhile.
+        let seen = self.channels.get(&user).map(|channel| channel.seen);
+        let registry = self.registry.clone();
+        ctx.spawn(
+            async move { registry.sockets_of(user).await }
+                .into_actor(self)
+                .map(move |sockets, bridge, _| {
+                    let reached = bridge.channels.get(&user).map(|channel| channel.seen) != seen;
+                    if sockets != Ok(0) || reached || bridge.sink.is_none() {
+                        return;
+                    }
+                    let release = bridge.release_commands(&[user]);
+                    let commands = bridge.commands.clone();
+                    actix::spawn(async move {
+                        if let Err(error) = commands.each(release).await {
+                            tracing::warn!(%error, user, "bus lease not released; it lapses by itself");
+                        }
+                    });
+                }),
+        );
     }
 }
 
