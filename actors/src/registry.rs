@@ -164,20 +164,21 @@ impl RegistryHandle {
         })
     }
 
-    /// Every user with a socket on this node, shard by shard; a shard that
-    /// does not answer within [`ANSWER_TIMEOUT`] is left out (the caller
-    /// asks again on its next round).
-    pub async fn users(&self) -> Vec<i64> {
+    /// Every user with a socket on this node, shard by shard, and whether
+    /// every shard answered: one that does not within [`ANSWER_TIMEOUT`]
+    /// is left out, so a caller must not take a missing user for one
+    /// without sockets unless the list is complete.
+    pub async fn users(&self) -> (Vec<i64>, bool) {
         let asks = self
             .shards
             .iter()
             .map(|shard| shard.send(Users).timeout(ANSWER_TIMEOUT));
-        futures_util::future::join_all(asks)
-            .await
-            .into_iter()
-            .filter_map(Result::ok)
-            .flatten()
-            .collect()
+        let answers = futures_util::future::join_all(asks).await;
+        let complete = answers.iter().all(Result::is_ok);
+        (
+            answers.into_iter().filter_map(Result::ok).flatten().collect(),
+            complete,
+        )
     }
 
     /// Marks every socket on this node for a catch-up (see

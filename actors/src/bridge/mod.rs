@@ -678,54 +678,54 @@ impl RedisBridge {
     /// unsubscribed; leases of the rest are renewed.
     fn reconcile(&mut self, ctx: &mut Context<Self>) {
         let registry = self.registry.clone();
-        ctx.spawn(
-            async move { registry.users().await }
-                .into_actor(self)
-                .map(|users, bridge, ctx| {
-                    let now = Instant::now();
-                    for user in users {
-                        bridge.want(user, now);
+        ctx.spawn(async move { registry.users().await }.into_actor(self).map(
+            |(users, complete), bridge, ctx| {
+                let now = Instant::now();
+                for user in users {
+                    bridge.want(user, now);
+                }
+                let linger = bridge.settings.linger;
+                // A shard that did not answer may hold any of the
+                // others: nobody is let go on a partial list.
+                let gone: Vec<i64> = bridge
+                    .channels
+                    .iter()
+                    .filter(|(_, channel)| complete && now.duration_since(channel.seen) > linger)
+                    .map(|(user, _)| *user)
+                    .collect();
+                for user in gone {
+                    if let Some(channel) = bridge.channels.remove(&user)
+                        && channel.subscribed
+                    {
+                        bridge.to_unsubscribe.insert(user);
                     }
-                    let linger = bridge.settings.linger;
-                    let gone: Vec<i64> = bridge
-                        .channels
-                        .iter()
-                        .filter(|(_, channel)| now.duration_since(channel.seen) > linger)
-                        .map(|(user, _)| *user)
-                        .collect();
-                    for user in gone {
-                        if let Some(channel) = bridge.channels.remove(&user)
-                            && channel.subscribed
-                        {
-                            bridge.to_unsubscribe.insert(user);
+                    bridge.to_subscribe.remove(&user);
+                }
+                // Leases of the users with sockets here now; a
+                // lingering channel has released its lease already.
+                let renew: Vec<i64> = bridge
+                    .channels
+                    .iter()
+                    .filter(|(_, c)| c.subscribed && c.seen == now)
+                    .map(|(user, _)| *user)
+                    .collect();
+                if !renew.is_empty() && bridge.sink.is_some() {
+                    let leases = bridge.lease_commands(&renew);
+                    let commands = bridge.commands.clone();
+                    actix::spawn(async move {
+                        if let Err(error) = commands.each(leases).await {
+                            tracing::warn!(%error, "bus leases not renewed");
                         }
-                        bridge.to_subscribe.remove(&user);
-                    }
-                    // Leases of the users with sockets here now; a
-                    // lingering channel has released its lease already.
-                    let renew: Vec<i64> = bridge
-                        .channels
-                        .iter()
-                        .filter(|(_, c)| c.subscribed && c.seen == now)
-                        .map(|(user, _)| *user)
-                        .collect();
-                    if !renew.is_empty() && bridge.sink.is_some() {
-                        let leases = bridge.lease_commands(&renew);
-                        let commands = bridge.commands.clone();
-                        actix::spawn(async move {
-                            if let Err(error) = commands.each(leases).await {
-                                tracing::warn!(%error, "bus leases not renewed");
-                            }
-                        });
-                    }
-                    if bridge.sink.is_some() {
-                        bridge.heartbeat();
-                    }
-                    if !bridge.to_subscribe.is_empty() || !bridge.to_unsubscribe.is_empty() {
-                        bridge.schedule_flush(ctx);
-                    }
-                }),
-        );
+                    });
+                }
+                if bridge.sink.is_some() {
+                    bridge.heartbeat();
+                }
+                if !bridge.to_subscribe.is_empty() || !bridge.to_unsubscribe.is_empty() {
+                    bridge.schedule_flush(ctx);
+                }
+            },
+        ));
     }
 
     fn want(&mut self, user: i64, now: Instant) {
