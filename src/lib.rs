@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod metrics;
 pub mod normalize_path;
 pub mod realtime;
 pub mod routes;
@@ -37,6 +38,24 @@ pub fn build_app(
 > {
     App::new()
         .app_data(web::Data::new(state))
+        .wrap_fn(|req, service| {
+            // Outermost: the time of the whole request, by the route it
+            // matched (its pattern, not its path: ids would make a series
+            // per profile) and its status.
+            let started = std::time::Instant::now();
+            let call = service.call(req);
+            async move {
+                let response = call.await?;
+                let route = response
+                    .request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".to_owned());
+                let status = response.status().as_u16().to_string();
+                ::metrics::histogram!("http_request_duration_seconds", "route" => route, "status" => status)
+                    .record(started.elapsed().as_secs_f64());
+                Ok(response)
+            }
+        })
         .wrap_fn(|mut req, service| {
             normalize_path::normalize(&mut req);
             service.call(req)

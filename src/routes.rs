@@ -41,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default()
             .error_handler(|err, _| ApiError::bad_request("invalid_path", err.to_string()).into()),
     )
+    .service(web::resource("/metrics").route(web::get().to(crate::metrics::render)))
     .service(
         web::scope("/health")
             .route("", web::get().to(health::health))

@@ -31,6 +31,8 @@ impl AppState {
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         let secret = config.jwt_secret()?.as_bytes().to_vec();
         let pools = config.pool_settings()?;
+        // Installed before anything records: what comes earlier is lost.
+        crate::metrics::recorder();
         Ok(Self {
             db: pool::build(&config.database_url, &pools.shared),
             writer_db: pool::build(&config.database_url, &pools.writer),

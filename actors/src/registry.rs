@@ -287,6 +287,7 @@ impl Actor for RegistryShard {
 
 impl Supervised for RegistryShard {
     fn restarting(&mut self, _: &mut Context<Self>) {
+        metrics::counter!("actor_restarts_total", "actor" => "registry_shard").increment(1);
         self.sessions.clear();
     }
 }

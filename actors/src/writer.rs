@@ -243,6 +243,7 @@ impl Supervised for MessageWriter {
     /// The mailbox survives the restart: what waits there is written by the
     /// restarted writer.
     fn restarting(&mut self, _: &mut Context<Self>) {
+        metrics::counter!("actor_restarts_total", "actor" => "writer").increment(1);
         self.timer = None;
         self.pending.clear();
         for answers in self.released.drain(..) {
@@ -296,6 +297,11 @@ impl MessageWriter {
         }
         let take = self.pending.len().min(self.settings.max_batch);
         let (batch, hooks): (Vec<Outgoing>, Vec<Hook>) = self.pending.drain(..take).unzip();
+        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+        {
+            metrics::histogram!("writer_batch_size").record(take as f64);
+            metrics::gauge!("writer_queue_depth").set(self.pending.len() as f64);
+        }
         let ticket = self.order.dispatch();
         // The batch runs as a task of its own, the actor only awaits it. If
         // the writer dies, the future below is dropped with its context, so
@@ -367,7 +373,11 @@ async fn store(pool: DbPool, batch: Vec<Outgoing>) -> Result<Vec<Stored>, WriteE
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match messages::store_batch(&mut conn, &batch).await {
+        let started = std::time::Instant::now();
+        let stored = messages::store_batch(&mut conn, &batch).await;
+        metrics::histogram!("db_query_duration_seconds", "query" => "store_batch")
+            .record(started.elapsed().as_secs_f64());
+        match stored {
             Ok(outcomes) => return Ok(outcomes),
             Err(error) if attempts < 3 && is_transient(&error) => {
                 tracing::warn!(%error, attempts, "message batch lost a race; retrying");

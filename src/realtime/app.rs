@@ -206,6 +206,8 @@ impl SocketApp for ChatApp {
         let Some(member) = state.get::<Member>() else {
             return;
         };
+        // Down again in `disconnect`, which every connected socket reaches.
+        metrics::gauge!("websocket_connections").increment(1.0);
         expire_with_token(session, member, &self.token_expired);
         let (user, since) = (member.user, member.since);
         // Before registering, so that no live message reaches the session
@@ -324,6 +326,7 @@ impl SocketApp for ChatApp {
 
     fn disconnect(&self, session: &SessionHandle, _nsp: &str, state: ConnState, reason: DisconnectReason) {
         if let Some(member) = state.into_inner::<Member>() {
+            metrics::gauge!("websocket_connections").decrement(1.0);
             self.registry.unregister(member.user, session.id());
             let presence = self.presence.clone();
             actix::spawn(async move { presence.left(member.user).await });

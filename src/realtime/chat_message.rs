@@ -2,6 +2,8 @@
 //! committed, acknowledged, then delivered to the recipient's sockets and
 //! the sender's other sockets.
 
+use std::time::Instant;
+
 use aurum_actors::session::{AckReply, EncodedPacket, SessionHandle};
 use aurum_actors::writer::{WriteError, WriterHandle};
 use aurum_schema::ids::UserId;
@@ -20,9 +22,13 @@ pub(super) async fn handle(
     payload: Value,
     ack: Option<AckReply>,
 ) {
+    let received = Instant::now();
     let outgoing = match validate(&limits, user, &payload) {
         Ok(outgoing) => outgoing,
-        Err(error) => return answer(&session, ack, Err(error)),
+        Err(error) => {
+            counted(error.code);
+            return answer(&session, ack, Err(error));
+        }
     };
     // The ack and the deliveries leave from the writer's thread, in commit
     // order (see `committed`); this future only waits for them, so the
@@ -32,7 +38,7 @@ pub(super) async fn handle(
     writer.submit(
         outgoing,
         Box::new(move |result| {
-            committed(&router, &origin, ack, result);
+            committed(&router, &origin, ack, result, received);
             let _ = done.send(());
         }),
     );
@@ -93,6 +99,7 @@ fn committed(
     session: &SessionHandle,
     ack: Option<AckReply>,
     result: Result<Stored, WriteError>,
+    received: Instant,
 ) {
     let stored = match result {
         Ok(stored) => stored,
@@ -101,6 +108,7 @@ fn committed(
                 WriteError::Busy => "busy",
                 WriteError::Unavailable => "unavailable",
             };
+            counted(code);
             return answer(session, ack, Err(ChatError::new(code, error.to_string())));
         }
     };
@@ -108,6 +116,7 @@ fn committed(
         Stored::New(message) => (message, true),
         Stored::Duplicate(message) => (message, false),
         Stored::UnknownRecipient => {
+            counted("unknown_recipient");
             return answer(
                 session,
                 ack,
@@ -115,11 +124,13 @@ fn committed(
             );
         }
         Stored::UnknownSender => {
+            counted("no_profile");
             let error = ChatError::new("no_profile", "create your profile before you chat");
             return answer(session, ack, Err(error));
         }
     };
     if !fresh {
+        counted("duplicate");
         // A retry: nothing new to deliver; its first copy already was.
         let reply = serde_json::to_value(Sent::of(&message)).map_err(|error| {
             tracing::error!(%error, id = message.id, "a stored message's ack could not be serialized");
@@ -152,6 +163,13 @@ fn committed(
         }
     };
     router.deliver_committed(&message, packet, session.id(), ack);
+    counted("ok");
+    metrics::histogram!("chat_delivery_seconds").record(received.elapsed().as_secs_f64());
+}
+
+/// `chat_messages_total{outcome}`: `ok`, `duplicate`, or the error code.
+fn counted(outcome: &'static str) {
+    metrics::counter!("chat_messages_total", "outcome" => outcome).increment(1);
 }
 
 /// The ack of a committed message (`{ ok, id, conversation_id, sent_at }`).

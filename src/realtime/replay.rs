@@ -263,12 +263,15 @@ impl Replayer {
     async fn page(&self, user: i64, since: i64, limit: i64) -> Result<Vec<ChatMessage>, Stop> {
         let mut conn = self.connection(user).await?;
         self.pages_read.fetch_add(1, Ordering::Relaxed);
-        messages::since(&mut conn, UserId(user), MessageId(since), limit)
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, user, "replay query failed");
-                Stop::Failed
-            })
+        crate::metrics::timed(
+            "replay_page",
+            messages::since(&mut conn, UserId(user), MessageId(since), limit),
+        )
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, user, "replay query failed");
+            Stop::Failed
+        })
     }
 }
 

@@ -15,6 +15,7 @@ mod delivery;
 mod e2e;
 mod explain;
 mod messages;
+mod metrics;
 mod migrations;
 mod pool;
 mod profiles_admin;

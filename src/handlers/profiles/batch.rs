@@ -33,7 +33,7 @@ pub async fn batch_profiles(
 ) -> Result<PageJson<BatchResponse>, ApiError> {
     let ids = parse_ids(query.profile_ids.as_deref())?;
     let mut conn = state.db.get().await?;
-    let found = profiles::load_approved(&mut conn, &ids).await?;
+    let found = crate::metrics::timed("profiles_batch", profiles::load_approved(&mut conn, &ids)).await?;
     drop(conn);
     let mut by_id: HashMap<i64, Profile> = found.into_iter().map(|p| (p.id, p)).collect();
     let mut ordered = Vec::with_capacity(ids.len());

@@ -62,7 +62,11 @@ pub async fn scroll_profiles(
     };
 
     let mut conn = state.db.get().await?;
-    let mut items = profiles::scroll(&mut conn, user.id, &filter, after, limit + 1, today).await?;
+    let mut items = crate::metrics::timed(
+        "profiles_scroll",
+        profiles::scroll(&mut conn, user.id, &filter, after, limit + 1, today),
+    )
+    .await?;
     let has_more = trim_page(&mut items, limit);
     let next_cursor = match (has_more, items.last()) {
         (true, Some(last)) => Some(state.cursors.encode(

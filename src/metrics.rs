@@ -1,0 +1,131 @@
+//! Prometheus metrics at `/metrics`: recorded through the `metrics` facade
+//! where things happen (the writer, the chat path, HTTP), and read at
+//! scrape time where a figure is already kept (pools, the bus, memory).
+//!
+//! Histograms have explicit buckets: the exporter's default is a summary,
+//! whose quantiles cannot be aggregated across nodes.
+
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use actix_web::{HttpResponse, web};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::state::AppState;
+
+/// Seconds: from 0.5 ms (a local delivery) to 10 s (past any timeout).
+const SECONDS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Messages in one writer batch (at most a few hundred).
+const BATCH_SIZES: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process's recorder on first use; `None` when another
+/// recorder was installed first (nothing is then exported).
+pub fn recorder() -> Option<&'static PrometheusHandle> {
+    RECORDER
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(Matcher::Full("writer_batch_size".to_owned()), BATCH_SIZES)
+                });
+            match builder.and_then(PrometheusBuilder::install_recorder) {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    tracing::warn!(%error, "metrics recorder not installed; /metrics stays empty");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn render(state: web::Data<AppState>) -> HttpResponse {
+    let Some(recorder) = recorder() else {
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "error": { "code": "metrics_unavailable", "message": "no metrics recorder in this process" }
+        }));
+    };
+    read_figures(&state);
+    recorder.run_upkeep();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(recorder.render())
+}
+
+/// The figures kept elsewhere, copied into the recorder at scrape time.
+fn read_figures(state: &AppState) {
+    for (name, pool) in [("shared", &state.db), ("writer", &state.writer_db)] {
+        let figures = pool.state();
+        let idle = f64::from(figures.idle_connections);
+        let busy = f64::from(figures.connections.saturating_sub(figures.idle_connections));
+        metrics::gauge!("pool_connections", "pool" => name, "state" => "idle").set(idle);
+        metrics::gauge!("pool_connections", "pool" => name, "state" => "busy").set(busy);
+    }
+    if let Some(bus) = &state.bus {
+        let stats = bus.stats();
+        for (direction, counter) in [
+            ("published", &stats.published),
+            ("received", &stats.received),
+            ("discarded", &stats.discarded),
+            ("dropped", &stats.dropped),
+        ] {
+            metrics::counter!("bus_messages_total", "direction" => direction)
+                .absolute(counter.load(Ordering::Relaxed));
+        }
+        #[allow(clippy::cast_precision_loss)] // a count of channels
+        metrics::gauge!("bus_subscriptions").set(stats.subscriptions.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("bus_up").set(if stats.is_up() { 1.0 } else { 0.0 });
+    }
+    if let Some(percent) = memory_percent() {
+        metrics::gauge!("memory_usage_percent").set(percent);
+    }
+}
+
+/// Resident memory as a percentage of the container's limit (cgroup v2
+/// `memory.max`, or v1 `memory.limit_in_bytes`) when there is one, else of
+/// the host's memory: under Kubernetes the host's figure means nothing.
+pub fn memory_percent() -> Option<f64> {
+    let rss = kib_field("/proc/self/status", "VmRSS:")? * 1024.0;
+    let limit = cgroup_limit().or_else(|| Some(kib_field("/proc/meminfo", "MemTotal:")? * 1024.0))?;
+    Some(rss / limit * 100.0)
+}
+
+fn cgroup_limit() -> Option<f64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_to_string(path).ok())
+    .filter_map(|text| text.trim().parse::<f64>().ok())
+    // v1 writes a huge number for "no limit".
+    .find(|limit| *limit < 1e18)
+}
+
+/// A `name: 1234 kB` line's figure from a file under /proc.
+fn kib_field(path: &str, name: &str) -> Option<f64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix(name))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Times `query` into `db_query_duration_seconds{query}`.
+pub async fn timed<T>(query: &'static str, run: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let answer = run.await;
+    metrics::histogram!("db_query_duration_seconds", "query" => query)
+        .record(started.elapsed().as_secs_f64());
+    answer
+}
