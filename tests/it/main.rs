@@ -12,6 +12,7 @@ mod bridge_cluster;
 mod cli;
 mod conversations;
 mod delivery;
+mod deploy;
 mod e2e;
 mod explain;
 mod messages;

@@ -10,27 +10,9 @@ use crate::helpers::TestApp;
 use crate::helpers::redis::TestRedis;
 use crate::helpers::ws::RawClient;
 
-async fn metrics_text(app: &TestApp) -> String {
-    let client = awc::Client::default();
-    let mut response = client.get(format!("{}/metrics", app.base)).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "{content_type}"
-    );
-    String::from_utf8(response.body().await.unwrap().to_vec()).unwrap()
-}
-
 /// The value of the first sample line naming `series` and every one of
 /// `labels` (`name="value"`).
-fn sample(text: &str, series: &str, labels: &[&str]) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter(|line| line.split(['{', ' ']).next() == Some(series))
@@ -77,7 +59,7 @@ async fn busy_node(redis: &TestRedis) -> (TestApp, RawClient, RawClient) {
 async fn metrics_count_sockets_messages_queries_and_requests() {
     let redis = TestRedis::start().await;
     let (app, _alice, _bob) = busy_node(&redis).await;
-    let text = metrics_text(&app).await;
+    let text = app.metrics().await;
     let at_least = |series: &str, labels: &[&str], floor: f64| {
         let value =
             sample(&text, series, labels).unwrap_or_else(|| panic!("no {series} {labels:?} in:\n{text}"));
@@ -108,6 +90,7 @@ async fn metrics_count_sockets_messages_queries_and_requests() {
     at_least("pool_connections", &["pool=\"shared\"", "state=\"idle\""], 0.0);
     at_least("pool_connections", &["pool=\"writer\"", "state=\"busy\""], 0.0);
     at_least("bus_subscriptions", &[], 2.0);
+    at_least("bus_up", &[], 1.0);
     at_least("bus_messages_total", &["direction=\"published\""], 0.0);
     let memory = sample(&text, "memory_usage_percent", &[]).expect("memory_usage_percent");
     assert!(memory > 0.0 && memory < 100.0, "{memory}");

@@ -427,6 +427,12 @@ async fn a_writer_crash_mid_traffic_over_sockets_loses_nothing_acked() {
     lock.release().await;
     let before = oks.load(Ordering::SeqCst);
     wait_until(&oks, before + 20, Duration::from_secs(10)).await;
+    let restarts = crate::metrics::sample(
+        &app.metrics().await,
+        "actor_restarts_total",
+        &["actor=\"writer\""],
+    );
+    assert_eq!(restarts, Some(1.0), "the restart is counted");
     stop.store(true, Ordering::SeqCst);
     let mut sockets = Vec::new();
     for sender in senders {

@@ -121,6 +121,29 @@ impl TestApp {
     }
 
     /// `GET path` with an optional bearer token; the status and JSON body.
+    /// `GET /metrics`, checked to be Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let mut response = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        String::from_utf8(response.body().await.unwrap().to_vec()).unwrap()
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         self.request(Method::GET, path, token, None).await
     }
