@@ -664,3 +664,26 @@ async fn a_member_reconnecting_at_once_keeps_their_lease() {
     let sent = send(&mut alice, 1, 2, "still reachable").await;
     assert_eq!(bob.expect_event("new_message").await["id"], sent["id"]);
 }
+
+#[actix_rt::test]
+async fn a_healthy_subscriber_survives_its_pings() {
+    let redis = TestRedis::start().await;
+    let nodes = nodes_with(&redis, 2, &["--bus-ping-interval=50"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (mut alice, mut bob, first) = pair_across(a, b).await;
+    // Twenty PINGs on subscribed connections, answered each time.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    for node in &nodes {
+        let outages = node.bus().stats().outages.load(Ordering::Relaxed);
+        assert_eq!(
+            outages,
+            0,
+            "{}: a PING's answer was taken for a failure",
+            node.bus().node()
+        );
+    }
+    let next = send(&mut alice, 2, 2, "still live").await;
+    // Nothing replayed meanwhile: the next event is the new message.
+    assert_eq!(bob.expect_event("new_message").await["id"], next["id"]);
+    assert!(next["id"].as_i64().unwrap() > first);
+}

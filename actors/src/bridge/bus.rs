@@ -224,7 +224,10 @@ impl Subscriber {
     /// master, each over the connection carrying its subscriptions).
     pub(super) async fn ping(&mut self) -> RedisResult<()> {
         match self {
-            Self::Single(sink) => sink.ping::<String>().await.map(drop),
+            // Any answer will do: a subscribed RESP2 connection answers
+            // `["pong", ""]`, not `PONG` (read as a string, that failed
+            // every PING and rebuilt a healthy subscriber every interval).
+            Self::Single(sink) => sink.ping::<Value>().await.map(drop),
             Self::Cluster(conn) => conn
                 .route_command(
                     redis::cmd("PING"),
