@@ -47,6 +47,17 @@ pub struct Config {
     /// unanswered as long rebuilds the connection (a silent subscriber).
     #[arg(long, env = "BUS_PING_INTERVAL", default_value_t = 5000)]
     pub bus_ping_interval: u64,
+    /// The ResourceSupervisor: samples memory and CPU, and acts above
+    /// MEMORY_HIGH_WATERMARK (false: it does not run).
+    #[arg(long, env = "ENABLE_RESOURCE_MONITOR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_resource_monitor: bool,
+    /// Percent of the container's memory limit (else the host's) above
+    /// which the supervisor returns freed memory and sheds new sockets.
+    #[arg(long, env = "MEMORY_HIGH_WATERMARK", default_value_t = 80.0)]
+    pub memory_high_watermark: f64,
+    /// Milliseconds between the supervisor's samples.
+    #[arg(long, env = "RESOURCE_INTERVAL", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub resource_interval: u64,
     /// Address for REST, health and metrics.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,

@@ -97,6 +97,7 @@ pub async fn run(
     let workers = state.config.http_workers();
     let mut state = state;
     state.bus = realtime.bridge.clone();
+    state.supervisor = realtime.supervisor.clone();
     state.registry = Some(realtime.registry.clone());
     let server = HttpServer::new(move || build_app(state.for_http_worker()))
         .workers(workers)

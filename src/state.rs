@@ -25,6 +25,8 @@ pub struct AppState {
     pub bus: Option<aurum_actors::bridge::BridgeHandle>,
     /// This node's sockets, once the realtime side has started.
     pub registry: Option<aurum_actors::registry::RegistryHandle>,
+    /// The ResourceSupervisor, once started (and unless turned off).
+    pub supervisor: Option<aurum_actors::supervisor::SupervisorHandle>,
 }
 
 impl AppState {
@@ -41,6 +43,7 @@ impl AppState {
             config: Arc::new(config),
             per_http_worker: pools.per_http_worker,
             bus: None,
+            supervisor: None,
             registry: None,
         })
     }

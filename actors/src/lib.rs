@@ -5,6 +5,7 @@ pub mod listener;
 mod live;
 pub mod registry;
 pub mod session;
+pub mod supervisor;
 pub mod writer;
 mod ws;
 

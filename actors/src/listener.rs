@@ -176,6 +176,9 @@ struct Refusal {
     message: &'static str,
 }
 
+/// Seconds a refused client is told to wait when the node sheds load.
+const RETRY_AFTER_SECS: u32 = 5;
+
 impl Refusal {
     const fn bad_request(code: &'static str, message: &'static str) -> Self {
         Self {
@@ -189,12 +192,18 @@ impl Refusal {
         let reason = match self.status {
             404 => "Not Found",
             431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
             _ => "Bad Request",
+        };
+        let retry = if self.status == 503 {
+            format!("Retry-After: {RETRY_AFTER_SECS}\r\n")
+        } else {
+            String::new()
         };
         let body = json!({"error": {"code": self.code, "message": self.message}}).to_string();
         format!(
             "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-             Connection: close\r\nCache-Control: no-store\r\n\r\n{body}",
+             {retry}Connection: close\r\nCache-Control: no-store\r\n\r\n{body}",
             self.status,
             body.len(),
         )
@@ -233,7 +242,28 @@ async fn upgrade(mut stream: TcpStream, config: &SocketConfig) -> io::Result<Opt
         };
         match head {
             Head::Partial => {}
-            Head::Upgrade { len, accept } => break (len, accept),
+            Head::Upgrade { len, accept } => {
+                // Checked once the request is whole, so the client gets a
+                // clear answer instead of a reset.
+                if let Some(why) = config.admission.refusal() {
+                    let message = if why == "draining" {
+                        "this node is shutting down; connect again"
+                    } else {
+                        "this node is short of memory; connect again shortly"
+                    };
+                    refuse(
+                        stream,
+                        Refusal {
+                            status: 503,
+                            code: "unavailable",
+                            message,
+                        },
+                    )
+                    .await;
+                    return Ok(None);
+                }
+                break (len, accept);
+            }
             Head::Refused(refusal) => {
                 refuse(stream, refusal).await;
                 return Ok(None);

@@ -52,8 +52,21 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     } else {
         "degraded"
     };
+    let resources = state
+        .supervisor
+        .as_ref()
+        .and_then(|supervisor| supervisor.resources());
+    let supervisor = state.supervisor.as_ref().map(|supervisor| {
+        json!({
+            "shedding": supervisor.admission().is_shedding(),
+            "last_action": supervisor.last_action(),
+        })
+    });
     HttpResponse::Ok().json(json!({
         "status": status,
+        "resources": resources,
+        "supervisor": supervisor.unwrap_or_else(|| json!({ "state": "off" })),
+        "node": state.config.node(),
         "database": { "reachable": database, "pool_connections": pool.connections, "pool_idle": pool.idle_connections },
         "bus": bus.unwrap_or_else(|| json!({ "state": "none" })),
         "version": env!("CARGO_PKG_VERSION"),

@@ -21,6 +21,10 @@ pub struct Realtime {
     /// The bus between nodes, when `REDIS_URL` is set.
     pub bridge: Option<BridgeHandle>,
     pub replayer: Arc<Replayer>,
+    /// Whether the socket listener takes new sockets.
+    pub admission: Arc<aurum_actors::supervisor::Admission>,
+    /// The ResourceSupervisor, unless `ENABLE_RESOURCE_MONITOR=false`.
+    pub supervisor: Option<aurum_actors::supervisor::SupervisorHandle>,
     /// The arbiters the long-lived actors and the sessions run on.
     arbiters: Vec<actix::Arbiter>,
 }
@@ -88,12 +92,25 @@ impl Realtime {
             limits,
         );
         let _ = presence.set(app.presence().clone());
+        let admission = Arc::new(aurum_actors::supervisor::Admission::default());
+        let supervisor = state.config.enable_resource_monitor.then(|| {
+            aurum_actors::supervisor::SupervisorHandle::start(
+                aurum_actors::supervisor::SupervisorSettings {
+                    interval: Duration::from_millis(state.config.resource_interval),
+                    high_watermark: state.config.memory_high_watermark,
+                    arbiters: arbiters.iter().map(actix::Arbiter::handle).collect(),
+                },
+                Arc::clone(&admission),
+            )
+        });
         Ok(Self {
             app: Arc::new(app),
             registry,
             writer,
             bridge,
             replayer,
+            admission,
+            supervisor,
             arbiters,
         })
     }
@@ -109,6 +126,7 @@ impl Realtime {
             ping_timeout: Duration::from_millis(config.ws_ping_timeout),
             max_payload: config.ws_max_payload,
             arbiters: self.arbiters.iter().map(actix::Arbiter::handle).collect(),
+            admission: Arc::clone(&self.admission),
             ..Default::default()
         }
     }

@@ -25,4 +25,5 @@ mod profiles_own;
 mod profiles_scroll;
 mod realtime;
 mod replay;
+mod supervisor;
 mod writer;

@@ -47,6 +47,9 @@ pub struct SocketConfig {
     /// Time given to sessions to say goodbye at shutdown before their
     /// arbiters are stopped anyway.
     pub shutdown_grace: Duration,
+    /// Whether new sockets are taken (the ResourceSupervisor sheds them
+    /// under memory pressure; a draining node refuses them).
+    pub admission: std::sync::Arc<crate::supervisor::Admission>,
 }
 
 impl Default for SocketConfig {
@@ -67,6 +70,7 @@ impl Default for SocketConfig {
             workers: 0,
             arbiters: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
+            admission: std::sync::Arc::default(),
         }
     }
 }

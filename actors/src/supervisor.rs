@@ -1,0 +1,361 @@
+//! The ResourceSupervisor: watches the process's memory and CPU and acts
+//! before the node is in trouble.
+//!
+//! Every `interval` it samples the resident set against the container's
+//! memory limit (the cgroup's, which is what the kernel kills by; the
+//! host's total only when there is none), the memory still available and
+//! the process's CPU. Above the high watermark it acts, in order, each
+//! action logged with the figures before and after:
+//!
+//! 1. **collect**: every arbiter thread (and the supervisor's own) hands
+//!    mimalloc's freed pages back to the OS. Rust has no collector to run;
+//!    this is what frees memory that is free but still resident.
+//! 2. **shed**: new sockets are refused with HTTP 503 and `Retry-After`
+//!    ([`Admission`]) until memory falls 10 points below the mark, so the
+//!    node keeps serving the sockets it holds rather than dying with all of
+//!    them.
+//!
+//! The database pools (bb8) give no way to close their idle connections
+//! from outside; their `idle_timeout` reaps them. Idle sockets hold no
+//! buffers to shrink (their read and write buffers are freed between
+//! frames).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::*;
+use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System};
+
+/// Whether the socket listener takes new sockets; shared by the
+/// supervisor (which sheds) and the listener (which refuses).
+#[derive(Debug, Default)]
+pub struct Admission {
+    shedding: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Admission {
+    /// Why new sockets are refused now, if they are.
+    pub fn refusal(&self) -> Option<&'static str> {
+        if self.draining.load(Ordering::Relaxed) {
+            Some("draining")
+        } else if self.shedding.load(Ordering::Relaxed) {
+            Some("shedding")
+        } else {
+            None
+        }
+    }
+
+    pub fn is_shedding(&self) -> bool {
+        self.shedding.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// One sample.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Resources {
+    /// Resident memory against the container's limit (else the host's).
+    pub memory_percent: f64,
+    /// What the limit leaves (MiB).
+    pub memory_available_mb: u64,
+    /// The process's CPU since the last sample; 100 is one core.
+    pub cpu_percent: f64,
+    /// Resident memory (MiB).
+    pub rss_mb: u64,
+    /// Whether the limit is the container's.
+    pub container_limit: bool,
+}
+
+/// What the supervisor last did, for `/health`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Action {
+    pub action: &'static str,
+    /// When, in Unix milliseconds.
+    pub at_ms: u64,
+    pub memory_percent_before: f64,
+    pub memory_percent_after: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    pub interval: Duration,
+    /// Percent of the limit above which it acts.
+    pub high_watermark: f64,
+    /// The threads that allocate: each collects its own heap.
+    pub arbiters: Vec<ArbiterHandle>,
+}
+
+/// A typed handle on the supervisor; cheap to clone.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    state: Arc<Shared>,
+}
+
+struct Shared {
+    admission: Arc<Admission>,
+    last_sample: std::sync::Mutex<Option<Resources>>,
+    last_action: std::sync::Mutex<Option<Action>>,
+}
+
+impl SupervisorHandle {
+    /// Starts sampling on the current arbiter; `admission` is the
+    /// listener's.
+    pub fn start(settings: SupervisorSettings, admission: Arc<Admission>) -> Self {
+        let state = Arc::new(Shared {
+            admission,
+            last_sample: std::sync::Mutex::new(None),
+            last_action: std::sync::Mutex::new(None),
+        });
+        let shared = Arc::clone(&state);
+        ResourceSupervisor::create(move |_| ResourceSupervisor {
+            settings,
+            state: shared,
+            system: System::new_with_specifics(RefreshKind::nothing())
+                .inspect_err(
+                    |error| tracing::warn!(%error, "resources cannot be read; the supervisor stays idle"),
+                )
+                .ok(),
+            pid: sysinfo::get_current_pid().ok(),
+        });
+        Self { state }
+    }
+
+    /// The latest sample, once there is one.
+    pub fn resources(&self) -> Option<Resources> {
+        *self
+            .state
+            .last_sample
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn last_action(&self) -> Option<Action> {
+        self.state
+            .last_action
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.state.admission
+    }
+}
+
+/// What the supervisor does about one sample, given whether it sheds now:
+/// its actions, and whether it sheds after them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub collect: bool,
+    pub shed: bool,
+}
+
+/// Above the mark: collect, and shed if still above it after collecting
+/// (`after`). Shedding stops only 10 points below the mark, so a node at
+/// the mark does not flap between taking and refusing sockets.
+pub fn decide(before: f64, after: impl FnOnce() -> f64, mark: f64, shedding: bool) -> Decision {
+    if before <= mark {
+        return Decision {
+            collect: false,
+            shed: shedding && before > mark - 10.0,
+        };
+    }
+    Decision {
+        collect: true,
+        shed: shedding || after() > mark,
+    }
+}
+
+struct ResourceSupervisor {
+    settings: SupervisorSettings,
+    state: Arc<Shared>,
+    system: Option<System>,
+    pid: Option<sysinfo::Pid>,
+}
+
+impl Actor for ResourceSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.tick();
+        ctx.run_interval(self.settings.interval, |supervisor, _| supervisor.tick());
+    }
+}
+
+impl ResourceSupervisor {
+    fn sample(&mut self) -> Option<Resources> {
+        let pid = self.pid?;
+        let system = self.system.as_mut()?;
+        system.refresh_memory();
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            true,
+            ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        );
+        let process = system.process(pid)?;
+        let rss = process.memory();
+        let (limit, available, container_limit) = match system.cgroup_limits() {
+            Some(cgroup) if cgroup.total_memory > 0 => (cgroup.total_memory, cgroup.free_memory, true),
+            _ => (system.total_memory(), system.available_memory(), false),
+        };
+        if limit == 0 {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss)] // byte counts far below 2^52
+        let memory_percent = rss as f64 / limit as f64 * 100.0;
+        Some(Resources {
+            memory_percent,
+            memory_available_mb: available / (1024 * 1024),
+            cpu_percent: f64::from(process.cpu_usage()),
+            rss_mb: rss / (1024 * 1024),
+            container_limit,
+        })
+    }
+
+    fn tick(&mut self) {
+        let Some(before) = self.sample() else {
+            return;
+        };
+        self.remember(before);
+        metrics::gauge!("memory_usage_percent").set(before.memory_percent);
+        let mark = self.settings.high_watermark;
+        let shedding = self.state.admission.is_shedding();
+        let mut after = before.memory_percent;
+        let decision = decide(
+            before.memory_percent,
+            || {
+                self.collect();
+                after = self
+                    .sample()
+                    .map_or(before.memory_percent, |sample| sample.memory_percent);
+                after
+            },
+            mark,
+            shedding,
+        );
+        if decision.collect {
+            tracing::warn!(
+                before = format_args!("{:.1}%", before.memory_percent),
+                after = format_args!("{after:.1}%"),
+                mark,
+                "memory above the high watermark: returned freed memory to the OS"
+            );
+            self.acted("collect", before.memory_percent, after);
+        }
+        if decision.shed != shedding {
+            self.state
+                .admission
+                .shedding
+                .store(decision.shed, Ordering::Relaxed);
+            if decision.shed {
+                tracing::warn!(
+                    memory = format_args!("{after:.1}%"),
+                    mark,
+                    "still above the high watermark: refusing new sockets until 10 points below it"
+                );
+                self.acted("shed", before.memory_percent, after);
+            } else {
+                tracing::info!(
+                    memory = format_args!("{after:.1}%"),
+                    mark,
+                    "memory back down: taking new sockets again"
+                );
+                self.acted("admit", before.memory_percent, after);
+            }
+        }
+    }
+
+    /// Collects on every arbiter thread and on this one.
+    fn collect(&self) {
+        for arbiter in &self.settings.arbiters {
+            arbiter.spawn_fn(aurum_alloc::collect_this_thread);
+        }
+        aurum_alloc::collect_this_thread();
+    }
+
+    fn remember(&self, sample: Resources) {
+        *self
+            .state
+            .last_sample
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sample);
+    }
+
+    fn acted(&self, action: &'static str, before: f64, after: f64) {
+        metrics::counter!("resource_actions_total", "action" => action).increment(1);
+        let at_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        *self
+            .state
+            .last_action
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Action {
+            action,
+            at_ms,
+            memory_percent_before: before,
+            memory_percent_after: after,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below_the_mark_nothing_happens() {
+        assert_eq!(
+            decide(50.0, || unreachable!(), 80.0, false),
+            Decision {
+                collect: false,
+                shed: false
+            }
+        );
+    }
+
+    #[test]
+    fn above_the_mark_it_collects_and_sheds_only_if_that_was_not_enough() {
+        assert_eq!(
+            decide(85.0, || 70.0, 80.0, false),
+            Decision {
+                collect: true,
+                shed: false
+            }
+        );
+        assert_eq!(
+            decide(85.0, || 83.0, 80.0, false),
+            Decision {
+                collect: true,
+                shed: true
+            }
+        );
+    }
+
+    #[test]
+    fn shedding_stops_only_ten_points_below_the_mark() {
+        assert_eq!(
+            decide(75.0, || unreachable!(), 80.0, true),
+            Decision {
+                collect: false,
+                shed: true
+            }
+        );
+        assert_eq!(
+            decide(69.0, || unreachable!(), 80.0, true),
+            Decision {
+                collect: false,
+                shed: false
+            }
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! The ResourceSupervisor, driven by a high watermark far below what the
+//! process uses: it returns freed memory to the OS, then refuses new
+//! sockets with 503 and `Retry-After`, and says so in /health and /metrics.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::ws::RawClient;
+use crate::helpers::{TestApp, TestDb};
+
+/// The raw HTTP answer to a WebSocket upgrade request on the socket port.
+async fn upgrade_answer(ws_base: &str) -> String {
+    let address = ws_base.trim_start_matches("ws://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[actix_rt::test]
+async fn above_the_watermark_it_collects_then_sheds_new_sockets() {
+    let app = TestApp::spawn_on(
+        TestDb::migrated(),
+        &["--memory-high-watermark=0.001", "--resource-interval=50"],
+    )
+    .await;
+    let mut health = serde_json::Value::Null;
+    for _ in 0..100 {
+        health = app.get("/health", None).await.1;
+        if health["supervisor"]["shedding"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(health["supervisor"]["shedding"], true, "{health}");
+    let action = &health["supervisor"]["last_action"];
+    assert_eq!(action["action"], "shed", "{health}");
+    assert!(
+        action["memory_percent_before"].as_f64().unwrap() > 0.001,
+        "{health}"
+    );
+    let resources = &health["resources"];
+    assert!(resources["memory_percent"].as_f64().unwrap() > 0.0, "{health}");
+    assert!(resources["memory_available_mb"].as_u64().unwrap() > 0, "{health}");
+    assert!(resources["cpu_percent"].as_f64().is_some(), "{health}");
+
+    let answer = upgrade_answer(&app.ws_base).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nRetry-After: 5\r\n"), "{answer}");
+    assert!(answer.contains(r#""code":"unavailable""#), "{answer}");
+
+    let metrics = app.metrics().await;
+    for action in ["collect", "shed"] {
+        let count = crate::metrics::sample(
+            &metrics,
+            "resource_actions_total",
+            &[&format!("action=\"{action}\"")],
+        );
+        assert!(count.is_some_and(|count| count >= 1.0), "{action}: {metrics}");
+    }
+    // REST goes on: only new sockets are refused.
+    let (status, _) = app.get("/health/ready", None).await;
+    assert_eq!(status, 200);
+}
+
+#[actix_rt::test]
+async fn below_the_watermark_sockets_are_taken_and_nothing_is_done() {
+    let app = TestApp::spawn_on(TestDb::migrated(), &["--resource-interval=50"]).await;
+    app.seed(1, 2, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, health) = app.get("/health", None).await;
+    assert_eq!(health["supervisor"]["shedding"], false, "{health}");
+    assert!(health["supervisor"]["last_action"].is_null(), "{health}");
+    let (_client, answer) = RawClient::connect(&app.ws_base, json!({ "token": app.token(1) })).await;
+    assert!(answer.starts_with("40{\"sid\":"), "{answer}");
+}
+
+#[actix_rt::test]
+async fn the_supervisor_can_be_turned_off() {
+    let app = TestApp::spawn_on(TestDb::migrated(), &["--enable-resource-monitor=false"]).await;
+    let (_, health) = app.get("/health", None).await;
+    assert_eq!(health["supervisor"]["state"], "off", "{health}");
+}
