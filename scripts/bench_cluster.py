@@ -158,9 +158,12 @@ class Redis:
     def __init__(self, port):
         self.port = port
         self.dir = tempfile.mkdtemp(prefix=f"bench-cluster-redis-{port}-")
+        self.log = os.path.join(TARGET, f"bench-cluster-redis-{port}.log")
+        if os.path.exists(self.log):
+            os.remove(self.log)
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir, "--maxclients", "1000"],
+             "--dir", self.dir, "--maxclients", "1000", "--logfile", self.log],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **bench_common.OWN_SESSION)
         wait_port(port, self.proc, f"redis-server :{port}")
         for _ in range(50):
@@ -192,6 +195,15 @@ class Redis:
             if stat:
                 total += int(stat.split("calls=", 1)[1].split(",", 1)[0])
         return total
+
+    def closed_clients(self):
+        """Clients Redis closed for their output buffer (a subscriber that
+        fell behind), from its log."""
+        try:
+            with open(self.log) as f:
+                return sum(1 for line in f if "output buffer limits" in line)
+        except OSError:
+            return 0
 
     def stop(self):
         stop(self.proc)
@@ -434,11 +446,16 @@ def wait_hold_since(last_ms):
     time.sleep(max(0.0, HOLD - (time.time() * 1000 - last_ms) / 1000))
 
 
-def single_node(per_node):
-    """One node alone (no Redis), `per_node` idle sockets, measured as each
-    of the six is: the per-socket baseline of the same run."""
-    node = Node("single", SINGLE, {"MAX_CONNECTIONS": "8"})
+def single_node(per_node, bus):
+    """One node alone, `per_node` idle sockets, measured as each of the six
+    is: the per-socket baseline of the same run. With `bus`, the node has a
+    Redis of its own, so the bridge's share of a socket shows apart from
+    what six nodes on one machine add."""
+    redis = Redis(REDIS_PORT) if bus else None
+    extra = dict(cluster_env(redis, "single"), MAX_CONNECTIONS="6") if bus else {"MAX_CONNECTIONS": "6"}
+    node = None
     try:
+        node = Node("single-bus" if bus else "single", SINGLE, extra)
         warm_up([node])
         before = bench_ws.rss_kib(node.pid)
         gens, conn = connect_idle([node], per_node, HOLD + 3)
@@ -446,10 +463,13 @@ def single_node(per_node):
         after, fds = bench_ws.rss_kib(node.pid), bench_ws.fd_count(node.pid)
         hold = held(gens)
     finally:
-        node.stop()
+        if node:
+            node.stop()
+        if redis:
+            redis.stop()
     row = dict(conn, **hold, sockets=per_node, before=before, after=after, fds=fds,
-               per_socket=(after - before) / per_node)
-    log(f"single node: {per_node:,} sockets, RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB, "
+               per_socket=(after - before) / per_node, bus=bus)
+    log(f"single node{' with the bus' if bus else ''}: {per_node:,} sockets, RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB, "
         f"{row['per_socket']:.2f} KiB/socket, open at end {hold['open_at_end']:,}")
     return row
 
@@ -476,7 +496,9 @@ def capacity_phase():
     per_node = idle // NODES
     idle = per_node * NODES
     log(f"capacity: one node alone with {per_node:,} idle sockets (the baseline)")
-    single = single_node(per_node)
+    single = single_node(per_node, bus=False)
+    log(f"capacity: one node alone with a Redis of its own, {per_node:,} idle sockets")
+    single_bus = single_node(per_node, bus=True)
 
     redis = Redis(REDIS_PORT)
     nodes = []
@@ -502,6 +524,7 @@ def capacity_phase():
         idle_rss = {n.name: bench_ws.rss_kib(n.pid) for n in nodes}
         fds = {n.name: bench_ws.fd_count(n.pid) for n in nodes}
         info_idle = redis.info()
+        idle_commands = command_counts(info_idle, info0)
         connect_cpu = {"redis": (r_hold0 - r_ticks0) / CLK_TCK,
                        "nodes": [(b - a) / CLK_TCK for a, b in zip(n_ticks0, n_hold0)]}
         hold_wall = t_hold1 - t_hold0
@@ -535,8 +558,11 @@ def capacity_phase():
             after = n.bus()
             bus[n.name] = {k: after[k] - bus0[n.name][k] for k in ("received", "discarded", "published", "dropped")}
         subscriptions = {n.name: n.bus()["subscriptions"] for n in nodes}
+        chat_warnings = {n.name: n.warnings() for n in nodes}
         hold = held(gens)
+        time.sleep(2)  # the closes' lease releases
         warnings = {n.name: n.warnings() for n in nodes}
+        redis_closed = redis.closed_clients()
     finally:
         for n in nodes:
             n.stop()
@@ -578,10 +604,25 @@ def capacity_phase():
     log(f"capacity chat: {chat['delivered']:,}/{chat['sent']:,} delivered ({chat['delivered_pct']:.2f} %), p99 "
         f"{chat['p99']} ms, bus {bus}, Redis CPU {redis_row['chat_cpu_pct']:.1f}% chatting; open at end "
         f"{hold['open_at_end']:,}")
-    return {"single": single, "nodes": rows, "redis": redis_row, "chat": chat, "conn": conn, "hold": hold,
+    return {"single": single, "single_bus": single_bus, "nodes": rows, "idle_commands": idle_commands,
+            "chat_warnings": chat_warnings, "redis_closed": redis_closed, "redis": redis_row, "chat": chat, "conn": conn, "hold": hold,
             "idle": idle, "per_node": per_node, "hold_wall": hold_wall, "chat_wall": chat_wall,
             "pg_chat_pct": (pg1 - pg0) / CLK_TCK / chat_wall * 100, "warnings": warnings,
             "connect_cpu": connect_cpu}
+
+
+def command_counts(after, before):
+    """Calls per Redis command between two INFO readings, most first."""
+    counts = {}
+    for key, stat in after.items():
+        if key.startswith("cmdstat_"):
+            calls = int(stat.split("calls=", 1)[1].split(",", 1)[0])
+            old = before.get(key)
+            if old:
+                calls -= int(old.split("calls=", 1)[1].split(",", 1)[0])
+            if calls:
+                counts[key[len("cmdstat_"):]] = calls
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def db_keys(info):
@@ -723,7 +764,9 @@ def write_report(chat, cap):
         f"(cross vs same, ms: {'; '.join(p99_rows)}).",
         f"- cross-node throughput at least 80 % of same-node: {verdict(ratio >= 0.8)} (highest rate carried: "
         f"cross-node {cross_top:,} msg/s, same-node {same_top:,} msg/s, {ratio * 100:.0f} %; "
-        f"the peer {peer_top:,} msg/s).",
+        f"the peer {peer_top:,} msg/s; at the highest rate tried, {max(RATES):,} msg/s, persisted: cross-node "
+        f"{by[('cross-node', max(RATES))]['acked_ok_per_sec']:,.0f}/s, same-node "
+        f"{by[('same-node', max(RATES))]['acked_ok_per_sec']:,.0f}/s).",
         f"- zero discarded bus messages: {verdict(discarded == 0)} ({discarded:,} of {received:,} envelopes read "
         "over all steps and both nodes).",
         f"- our cross-node p99 at or below the peer's at every rate it carries, persisted where it is not: "
@@ -751,7 +794,8 @@ def write_report(chat, cap):
         f"{cap['idle'] + 2 * CAP_PAIRS:,} sockets in all. RSS all = VmRSS with every socket open, as the chat "
         "starts; RSS chat = at its end. The baseline: one node alone (no Redis), "
         f"{s['sockets']:,} idle sockets from {s['procs']} load generator process{'es' if s['procs'] > 1 else ''}, "
-        "measured the same way in the same run.",
+        "measured the same way in the same run; then the same with `REDIS_URL` (a Redis of its own, nobody else "
+        "on it), which tells what the bridge costs a socket from what six nodes sharing a machine add.",
         "",
         "| node | idle sockets | RSS before MiB | RSS idle MiB | RSS per socket KiB | vs one node | RSS all MiB "
         "| RSS chat MiB | fds | bus channels | CPU idle / chat % | bus discarded / received in the chat |",
@@ -767,9 +811,14 @@ def write_report(chat, cap):
             f"{n['per_socket']:.2f} | {vs * 100:+.1f} % | {n['all'] / 1024:.1f} | {n['chat'] / 1024:.1f} | "
             f"{n['fds']:,} | {n['subscriptions']:,} | {n['cpu_hold']:.1f} / {n['cpu_chat']:.0f} | "
             f"{b['discarded']:,} / {b['received']:,} |")
+    sb = cap["single_bus"]
     lines.append(
         f"| one node alone | {s['sockets']:,} | {s['before'] / 1024:.1f} | {s['after'] / 1024:.1f} | "
         f"{s['per_socket']:.2f} | | | | {s['fds']:,} | | | |")
+    lines.append(
+        f"| one node alone, with a Redis of its own | {sb['sockets']:,} | {sb['before'] / 1024:.1f} | "
+        f"{sb['after'] / 1024:.1f} | {sb['per_socket']:.2f} | {(sb['per_socket'] / s['per_socket'] - 1) * 100:+.1f} % "
+        f"| | | {sb['fds']:,} | | | |")
     errors = ", ".join(f"{k}: {v:,}" for k, v in c["ack_errors"].items()) or "none"
     cap_discarded = sum(n["bus"]["discarded"] for n in nodes)
     cap_received = sum(n["bus"]["received"] for n in nodes)
@@ -792,7 +841,9 @@ def write_report(chat, cap):
         f"**{rd['hold_cpu_pct']:.1f} % of a core while they idled** ({rd['commands_idle']:,} commands from the "
         f"nodes up to the end of the idle hold), **{rd['chat_cpu_pct']:.1f} % during the chat** "
         f"({rd['publishes']:,} publishes, {rd['chat_cpu_s']:.2f} CPU s over {cap['chat_wall']:.1f} s); "
-        f"PostgreSQL {cap['pg_chat_pct']:.0f} % during the chat.",
+        f"PostgreSQL {cap['pg_chat_pct']:.0f} % during the chat. Commands from the nodes' start to the end of the "
+        f"idle hold: {', '.join(f'{k} {v:,}' for k, v in list(cap['idle_commands'].items())[:5])}. Clients Redis "
+        f"closed for their output buffer: {cap['redis_closed']}.",
         "",
         "Targets:",
         f"- {cap['idle'] + 2 * CAP_PAIRS:,} authenticated sockets across {NODES} nodes, each node under "
@@ -907,15 +958,24 @@ def at_least(rate):
 
 
 def warnings_section(chat, cap):
-    noted = []
-    for phase, warnings in (("chat", chat["warnings"]), ("capacity", cap["warnings"])):
-        for node, counts in sorted(warnings.items()):
-            for message, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3]:
-                noted.append(f"{phase} node {node}: {n:,} x \"{message}\"")
-    if not noted:
-        return ["The nodes logged no warning in this run.", ""]
-    return ["Warnings the nodes logged (`bench-cluster-<node>.log` in the cargo target directory): "
-            + "; ".join(noted) + ".", ""]
+    """Warnings the nodes logged, by message, added up over the nodes of a phase."""
+
+    def total(warnings, less=None):
+        counts = {}
+        for node, by_message in warnings.items():
+            for message, n in by_message.items():
+                n -= (less or {}).get(node, {}).get(message, 0)
+                if n:
+                    counts[message] = counts.get(message, 0) + n
+        return ", ".join(f"{n:,} x \"{m}\"" for m, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
+
+    return [
+        "Warnings the nodes logged (`bench-cluster-<node>.log` in the cargo target directory), over all nodes "
+        f"of a phase: chat (A and B): {total(chat['warnings'])}; capacity, from the start to the end of the chat "
+        f"(the connect burst, the idle hold, the chat): {total(cap['chat_warnings'])}; capacity, as the idle "
+        f"sockets closed: {total(cap['warnings'], cap['chat_warnings'])}.",
+        "",
+    ]
 
 
 def main():
