@@ -824,6 +824,8 @@ def write_report(chat, cap):
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     rss_ok = True
+    sb = cap["single_bus"]
+    rss_bus_ok = all(abs(n["per_socket"] / sb["per_socket"] - 1) <= 0.10 for n in nodes) if sb["per_socket"] else False
     for n in nodes:
         vs = n["per_socket"] / s["per_socket"] - 1 if s["per_socket"] else 0.0
         rss_ok &= abs(vs) <= 0.10
@@ -833,7 +835,6 @@ def write_report(chat, cap):
             f"{n['per_socket']:.2f} | {vs * 100:+.1f} % | {n['all'] / 1024:.1f} | {n['chat'] / 1024:.1f} | "
             f"{n['fds']:,} | {n['subscriptions']:,} | {n['cpu_hold']:.1f} / {n['cpu_chat']:.0f} | "
             f"{b['discarded']:,} / {b['received']:,} |")
-    sb = cap["single_bus"]
     lines.append(
         f"| one node alone | {s['sockets']:,} | {s['before'] / 1024:.1f} | {s['after'] / 1024:.1f} | "
         f"{s['per_socket']:.2f} | | | | {s['fds']:,} | | | |")
@@ -873,7 +874,10 @@ def write_report(chat, cap):
         f"(most fds on a node: {max(n['fds'] for n in nodes):,}).",
         f"- the pairs chat with 100 % delivery: {verdict(c['delivered'] == c['sent'] == c['scheduled'] and not c['ack_errors'])}.",
         f"- per-socket RSS on each of the {NODES} nodes within 10 % of one node's: {verdict(rss_ok)} "
-        f"({per_node_rss} KiB vs {s['per_socket']:.2f} KiB).",
+        f"({per_node_rss} KiB vs {s['per_socket']:.2f} KiB). Against one node with the bus "
+        f"({sb['per_socket']:.2f} KiB), each within 10 %: {'yes' if rss_bus_ok else 'no'}"
+        + (f"; what a socket costs more on a cluster node is the bridge's ({sb['per_socket'] - s['per_socket']:+.2f} "
+           "KiB on one node alone with a Redis), not the other nodes'." if rss_bus_ok else "."),
         f"- zero discarded bus messages: {verdict(cap_discarded == 0)} ({cap_discarded:,} of {cap_received:,}).",
         "",
     ]
@@ -1010,12 +1014,12 @@ def main():
     if unknown or not ONLY:
         raise SystemExit(f"BENCH_CLUSTER_ONLY: a comma-separated subset of {','.join(SCENARIOS)}, not {unknown or 'nothing'}")
     prepare_database()
+    run_at = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}"  # names this invocation's figures
     phases = {}
     for phase, run_phase in (("chat", chat_phase), ("capacity", capacity_phase)):
         saved = os.path.join(TARGET, f"bench-cluster-{phase}.json")
         if phase in ONLY:
-            phases[phase] = dict(run_phase(), run_at=f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}",
-                                 knobs=knobs())
+            phases[phase] = dict(run_phase(), run_at=run_at, knobs=knobs())
             with open(saved, "w") as f:
                 json.dump(phases[phase], f)
         elif os.path.exists(saved):
