@@ -8,7 +8,7 @@ SEED_PROFILES ?= 100000
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 AURUM := $(TARGET_DIR)/release/aurum
 
-.PHONY: help run cluster test lint fmt build release bench-profiles bench-ws soak-delivery
+.PHONY: help run cluster test lint fmt build release bench-profiles bench-ws bench-cluster soak-delivery
 
 help:
 	@echo "make run             start PostgreSQL if needed, migrate, seed $(SEED_PROFILES) profiles, serve"
@@ -18,6 +18,9 @@ help:
 	@echo "make bench-profiles  profile API benchmark on 1,000,000 profiles -> docs/benchmarks.md"
 	@echo "make bench-ws        Socket.IO benchmark: idle sockets, chat rates, replay -> docs/benchmarks.md"
 	@echo "                     (BENCH_WS_ONLY=replay make bench-ws: the replay alone)"
+	@echo "make bench-cluster   chat across nodes beside a Node.js Socket.IO + Redis adapter pair, and 100,000"
+	@echo "                     sockets on 6 nodes with one Redis -> docs/benchmarks.md"
+	@echo "                     (BENCH_CLUSTER_ONLY=chat or =capacity, BENCH_CLUSTER_SOCKETS=6000: quicker)"
 	@echo "make soak-delivery   the randomized delivery test, longer: DELIVERY_SEEDS (20) runs of DELIVERY_SECS (15) each"
 
 build:
@@ -81,6 +84,18 @@ bench-ws: release
 	$(CARGO) build --release -p aurum-loadgen
 	@export AURUM_BENCH_PG="$${AURUM_BENCH_PG:-$$(scripts/ensure-postgres.sh)}"; \
 	python3 scripts/bench_ws.py
+
+# Two nodes and a private Redis against a Node.js Socket.IO pair on the
+# Redis adapter (bench/peer/, installed here with npm ci from its lockfile),
+# chat at rising rates; then 100,000 sockets on 6 nodes and one Redis.
+# BENCH_CLUSTER_ONLY=chat,capacity (any subset) runs only those parts.
+bench-cluster: release bench/peer/node_modules/.package-lock.json
+	$(CARGO) build --release -p aurum-loadgen
+	@export AURUM_BENCH_PG="$${AURUM_BENCH_PG:-$$(scripts/ensure-postgres.sh)}"; \
+	python3 scripts/bench_cluster.py
+
+bench/peer/node_modules/.package-lock.json: bench/peer/package-lock.json
+	cd bench/peer && npm ci --no-audit --no-fund
 
 # The randomized delivery test of `make test` (tests/it/delivery.rs), with
 # more seeds for longer: every recipient must end with every committed

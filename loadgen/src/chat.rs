@@ -2,14 +2,22 @@
 //!
 //! Message k (0-based, over the whole run) is due at `t0 + k / rate` and is
 //! sent by sender `k % pairs` to its own recipient, with ack id k, whatever
-//! acks are outstanding. Its body carries `lg:<k>:<send time in ns>` on this
-//! process's monotonic clock, so the recipient's arrival time minus the send
-//! time is the delivery latency; the ack's arrival minus the send time is
-//! the ack latency. Prints `{"phase":"sending"}` when sending starts and one
+//! acks are outstanding. Its body carries `lg:<run>:<k>:<send time in ns>`
+//! on this process's monotonic clock, so the recipient's arrival time minus
+//! the send time is the delivery latency; the ack's arrival minus the send
+//! time is the ack latency. `run` tells this process's messages from those
+//! of an earlier run that a server sends again (a replay): those are
+//! counted as `foreign`, not as deliveries. Prints `{"phase":"sending"}` when sending starts and one
 //! JSON report at the end.
+//!
+//! Senders connect to `--url`, recipients to `--recipient-url` (another node
+//! of a cluster; default `--url`), so both ends of a cross-node message are
+//! timed on this one clock. The pairs are contiguous user ids from
+//! `--first-user`, or any users, listed in `--pairs-file`.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,18 +34,26 @@ use crate::stats::{self, Tally};
 
 #[derive(Debug, clap::Args)]
 pub struct ChatArgs {
-    /// Socket.IO endpoint, e.g. ws://127.0.0.1:8081/socket.io/?EIO=4&transport=websocket
+    /// Socket.IO endpoint of the senders, e.g. ws://127.0.0.1:8081/socket.io/?EIO=4&transport=websocket
     #[arg(long)]
     url: String,
+    /// Endpoint of the recipients (default: `--url`). Given more than once,
+    /// pair i's recipient connects to the (i mod count)-th.
+    #[arg(long)]
+    recipient_url: Vec<String>,
     /// The server's JWT_SECRET (HS256).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     secret: String,
     /// Sender/recipient pairs: senders are users first_user..first_user+pairs,
     /// recipients the next `pairs` ids (all must have profiles).
-    #[arg(long)]
-    pairs: u64,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, required_unless_present = "pairs_file", conflicts_with = "pairs_file")]
+    pairs: Option<u64>,
+    #[arg(long, default_value_t = 1, conflicts_with = "pairs_file")]
     first_user: u64,
+    /// The pairs instead, one `<sender id> <recipient id>` per line, every
+    /// user at most once in the file.
+    #[arg(long)]
+    pairs_file: Option<PathBuf>,
     /// Aggregate offered rate, messages per second over all senders.
     #[arg(long)]
     rate: f64,
@@ -75,7 +91,10 @@ struct Plan {
     rate: f64,
     pairs: u64,
     total: u64,
-    first_recipient: u64,
+    /// This process's tag in every body.
+    run: u64,
+    /// Pair i's recipient is `recipients[i]`.
+    recipients: Vec<u64>,
     pad: String,
 }
 
@@ -107,6 +126,7 @@ struct SenderReport {
 #[derive(Default)]
 struct RecipientReport {
     deliveries: Vec<(u64, u64)>,
+    foreign: u64,
     unexpected: u64,
     closed_early: bool,
 }
@@ -116,42 +136,63 @@ enum Report {
     Recipient(RecipientReport),
 }
 
+/// Sender and recipient user ids, pair by pair.
+type Pairs = Vec<(u64, u64)>;
+
 pub async fn run(args: ChatArgs) -> Result<(), Error> {
-    if args.pairs == 0 || args.connect_concurrency == 0 || !positive(args.rate) || !positive(args.secs) {
+    if args.pairs == Some(0) || args.connect_concurrency == 0 || !positive(args.rate) || !positive(args.secs)
+    {
         return Err(Error::Config(
             "--pairs, --rate, --secs and --connect-concurrency must be positive".into(),
         ));
     }
-    let target = Arc::new(Target::parse(&args.url)?);
+    let pairs = match (&args.pairs_file, args.pairs) {
+        (Some(path), _) => read_pairs(path)?,
+        (None, Some(n)) => (0..n)
+            .map(|i| (args.first_user + i, args.first_user + n + i))
+            .collect(),
+        (None, None) => return Err(Error::Config("--pairs or --pairs-file is required".into())),
+    };
+    let senders = Arc::new(Target::parse(&args.url)?);
+    let recipients = if args.recipient_url.is_empty() {
+        vec![senders.clone()]
+    } else {
+        args.recipient_url
+            .iter()
+            .map(|url| Target::parse(url).map(Arc::new))
+            .collect::<Result<_, _>>()?
+    };
     let local = args.local_addr.as_deref().map(proto::parse_local).transpose()?;
     let tokens = Arc::new(Tokens::new(&args.secret, Duration::from_secs(3600)));
     let clock = Instant::now();
 
     let connect_started = Instant::now();
-    let sockets = connect_all(&args, target, local, tokens).await?;
+    let sockets = connect_all(&args, &pairs, &senders, &recipients, local, tokens).await?;
     let connect_secs = connect_started.elapsed().as_secs_f64();
 
     let total = (args.rate * args.secs).floor() as u64;
+    let pair_count = pairs.len() as u64;
     let plan = Arc::new(Plan {
         clock,
         t0: TokioInstant::now() + Duration::from_millis(200),
         rate: args.rate,
-        pairs: args.pairs,
+        pairs: pair_count,
         total,
-        first_recipient: args.first_user + args.pairs,
+        run: u64::from(std::process::id()) << 32 | (proto::unix_ms() & 0xffff_ffff),
+        recipients: pairs.iter().map(|&(_, recipient)| recipient).collect(),
         pad: "x".repeat(args.pad),
     });
     let counters = Arc::new(Counters::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     stats::emit(
-        &json!({ "phase": "sending", "pairs": args.pairs, "rate": args.rate, "secs": args.secs, "connect_secs": connect_secs }),
+        &json!({ "phase": "sending", "pairs": pair_count, "rate": args.rate, "secs": args.secs, "connect_secs": connect_secs }),
     );
 
     let mut tasks = JoinSet::new();
     for (i, ws) in sockets.into_iter().enumerate() {
         let i = i as u64;
         let (plan, counters, stop) = (plan.clone(), counters.clone(), stop_rx.clone());
-        if i < args.pairs {
+        if i < pair_count {
             tasks.spawn(async move { Report::Sender(sender(i, ws, &plan, &counters, stop).await) });
         } else {
             tasks.spawn(async move { Report::Recipient(recipient(ws, &plan, &counters, stop).await) });
@@ -174,7 +215,7 @@ pub async fn run(args: ChatArgs) -> Result<(), Error> {
 
     let mut senders = SenderReport::default();
     let mut deliveries = Vec::new();
-    let (mut unexpected, mut recipients_closed) = (0u64, 0u64);
+    let (mut unexpected, mut foreign, mut recipients_closed) = (0u64, 0u64, 0u64);
     let mut senders_closed = 0u64;
     while let Some(joined) = tasks.join_next().await {
         match joined {
@@ -197,6 +238,7 @@ pub async fn run(args: ChatArgs) -> Result<(), Error> {
             Ok(Report::Recipient(report)) => {
                 deliveries.extend(report.deliveries);
                 unexpected += report.unexpected;
+                foreign += report.foreign;
                 recipients_closed += u64::from(report.closed_early);
             }
             Err(error) => return Err(Error::Protocol(format!("a socket task failed: {error}"))),
@@ -227,7 +269,7 @@ pub async fn run(args: ChatArgs) -> Result<(), Error> {
     };
     let report: Value = json!({
         "phase": "done",
-        "pairs": args.pairs,
+        "pairs": pair_count,
         "offered_rate": args.rate,
         "secs": args.secs,
         "scheduled": total,
@@ -246,6 +288,7 @@ pub async fn run(args: ChatArgs) -> Result<(), Error> {
         "send_lag_ms": stats::summary(&mut senders.lag_us),
         "server_error_events": senders.server_errors,
         "unexpected_frames": unexpected,
+        "foreign_messages": foreign,
         "sockets_closed_early": senders_closed + recipients_closed,
         "connect_secs": connect_secs,
     });
@@ -257,20 +300,72 @@ fn positive(x: f64) -> bool {
     x.is_finite() && x > 0.0
 }
 
-/// Connects the senders (users first_user..) then the recipients, all of
-/// them or an error.
+/// `<sender> <recipient>` per line; blank lines are skipped. A user listed
+/// twice would hold two sockets and count deliveries twice, so it is refused.
+fn read_pairs(path: &Path) -> Result<Pairs, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| Error::Config(format!("--pairs-file {}: {error}", path.display())))?;
+    let mut pairs = Pairs::new();
+    let mut seen = std::collections::HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let ids: Vec<&str> = line.split_whitespace().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let bad = || {
+            Error::Config(format!(
+                "--pairs-file {} line {}: want `<sender> <recipient>`",
+                path.display(),
+                n + 1
+            ))
+        };
+        let [sender, recipient] = ids[..] else {
+            return Err(bad());
+        };
+        let (sender, recipient) = (
+            sender.parse().map_err(|_| bad())?,
+            recipient.parse().map_err(|_| bad())?,
+        );
+        if !seen.insert(sender) || !seen.insert(recipient) {
+            return Err(Error::Config(format!(
+                "--pairs-file {} line {}: a user appears twice",
+                path.display(),
+                n + 1
+            )));
+        }
+        pairs.push((sender, recipient));
+    }
+    if pairs.is_empty() {
+        return Err(Error::Config(format!(
+            "--pairs-file {}: no pairs",
+            path.display()
+        )));
+    }
+    Ok(pairs)
+}
+
+/// Connects the senders (to `senders`) then the recipients (pair i's to
+/// `recipients[i % len]`), all of them or an error.
 async fn connect_all(
     args: &ChatArgs,
-    target: Arc<Target>,
+    pairs: &Pairs,
+    senders: &Arc<Target>,
+    recipients: &[Arc<Target>],
     local: Option<Ipv4Addr>,
     tokens: Arc<Tokens>,
 ) -> Result<Vec<Ws>, Error> {
     let permits = Arc::new(Semaphore::new(args.connect_concurrency));
     let timeout = Duration::from_secs(args.timeout_secs);
+    let count = pairs.len();
+    let ends = pairs.iter().map(|&(sender, _)| (sender, senders)).chain(
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, recipient))| (recipient, &recipients[i % recipients.len()])),
+    );
     let mut tasks = JoinSet::new();
-    for i in 0..args.pairs * 2 {
+    for (i, (user, target)) in ends.enumerate() {
         let (target, tokens, permits) = (target.clone(), tokens.clone(), permits.clone());
-        let user = args.first_user + i;
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.map_err(|_| Error::Closed)?;
             let attempt = async {
@@ -283,12 +378,12 @@ async fn connect_all(
             }
         });
     }
-    let mut sockets: Vec<Option<Ws>> = (0..args.pairs * 2).map(|_| None).collect();
+    let mut sockets: Vec<Option<Ws>> = (0..count * 2).map(|_| None).collect();
     let mut failures = Tally::default();
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok((i, ws))) => sockets[i as usize] = Some(ws),
+            Ok(Ok((i, ws))) => sockets[i] = Some(ws),
             Ok(Err(error)) => {
                 failures.add(error.kind(), 1);
                 first_error.get_or_insert_with(|| error.to_string());
@@ -300,7 +395,7 @@ async fn connect_all(
         return Err(Error::Protocol(format!(
             "{} of {} sockets failed to connect ({}); first: {}",
             failures.total(),
-            args.pairs * 2,
+            count * 2,
             failures.to_json(),
             first_error.unwrap_or_default()
         )));
@@ -316,7 +411,7 @@ async fn sender(
     mut stop: watch::Receiver<bool>,
 ) -> SenderReport {
     let mut report = SenderReport::default();
-    let recipient = plan.first_recipient + index;
+    let recipient = plan.recipients[index as usize];
     let mut pending: HashMap<u64, u64> = HashMap::new();
     let mut next = index;
     let timer = tokio::time::sleep_until(plan.due(next));
@@ -330,8 +425,8 @@ async fn sender(
                 let now = TokioInstant::now();
                 let sent_ns = plan.now_ns();
                 let frame = format!(
-                    "42{next}[\"chat_message\",{{\"recipient_id\":{recipient},\"message\":\"lg:{next}:{sent_ns}:{}\"}}]",
-                    plan.pad
+                    "42{next}[\"chat_message\",{{\"recipient_id\":{recipient},\"message\":\"lg:{}:{next}:{sent_ns}:{}\"}}]",
+                    plan.run, plan.pad
                 );
                 if ws.send(Message::text(frame)).await.is_err() {
                     report.closed_early = true;
@@ -428,11 +523,15 @@ async fn recipient(
                             break;
                         }
                     } else if text.starts_with("42[\"new_message\"")
-                        && let Some((seq, sent_ns)) = marker(text)
+                        && let Some((run, seq, sent_ns)) = marker(text)
                     {
-                        let latency_us = plan.now_ns().saturating_sub(sent_ns) / 1000;
-                        report.deliveries.push((seq, latency_us));
-                        counters.delivered.fetch_add(1, Ordering::Relaxed);
+                        if run == plan.run {
+                            let latency_us = plan.now_ns().saturating_sub(sent_ns) / 1000;
+                            report.deliveries.push((seq, latency_us));
+                            counters.delivered.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            report.foreign += 1;
+                        }
                     } else {
                         report.unexpected += 1;
                     }
@@ -448,13 +547,14 @@ async fn recipient(
     report
 }
 
-/// `lg:<seq>:<ns>:` inside a `new_message` frame.
-fn marker(text: &str) -> Option<(u64, u64)> {
+/// `lg:<run>:<seq>:<ns>:` inside a `new_message` frame.
+fn marker(text: &str) -> Option<(u64, u64, u64)> {
     let start = text.find("\"lg:")? + 4;
-    let mut parts = text[start..].splitn(3, ':');
+    let mut parts = text[start..].splitn(4, ':');
+    let run = parts.next()?.parse().ok()?;
     let seq = parts.next()?.parse().ok()?;
     let ns = parts.next()?.parse().ok()?;
-    Some((seq, ns))
+    Some((run, seq, ns))
 }
 
 #[cfg(test)]
@@ -464,8 +564,30 @@ mod tests {
     #[test]
     fn finds_the_marker_wherever_the_body_is() {
         let frame =
-            r#"42["new_message",{"conversation_id":3,"id":9,"message":"lg:17:123456:xxxx","sender_id":1}]"#;
-        assert_eq!(marker(frame), Some((17, 123456)));
+            r#"42["new_message",{"conversation_id":3,"id":9,"message":"lg:5:17:123456:xxxx","sender_id":1}]"#;
+        assert_eq!(marker(frame), Some((5, 17, 123456)));
         assert_eq!(marker(r#"42["new_message",{"message":"hello"}]"#), None);
+    }
+
+    fn pairs_from(name: &str, text: &str) -> Result<Pairs, Error> {
+        let path = std::env::temp_dir().join(format!("aurum-loadgen-{name}-{}", std::process::id()));
+        std::fs::write(&path, text).map_err(Error::Io)?;
+        let pairs = read_pairs(&path);
+        let _ = std::fs::remove_file(&path);
+        pairs
+    }
+
+    #[test]
+    fn reads_a_pairs_file() {
+        let pairs = pairs_from("ok", "17 4\n\n9 250\n").map_err(|e| e.to_string());
+        assert_eq!(pairs, Ok(vec![(17, 4), (9, 250)]));
+    }
+
+    #[test]
+    fn refuses_a_user_twice_or_a_bad_line() {
+        assert!(pairs_from("twice", "1 2\n3 1\n").is_err());
+        assert!(pairs_from("self", "5 5\n").is_err());
+        assert!(pairs_from("three", "1 2 3\n").is_err());
+        assert!(pairs_from("empty", "\n").is_err());
     }
 }
