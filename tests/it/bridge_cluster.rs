@@ -162,3 +162,44 @@ async fn a_graceful_failover_resubscribes_the_dropped_channel() {
     let during = during["id"].as_i64().unwrap();
     assert_eq!(newer_than(&mut bob, during, 1).await, vec![after["id"].clone()]);
 }
+
+#[actix_rt::test]
+async fn a_lease_that_cannot_be_written_is_written_later_and_caught_up() {
+    let mut cluster = TestRedisCluster::start().await;
+    let nodes = cluster_nodes(&cluster, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let prefix = a.state.config.redis_prefix.clone();
+    // A member whose channel and lease live on different masters.
+    let mut user = 2;
+    while cluster.master_of(&channel(b, user)).await
+        == cluster.master_of(&format!("{prefix}presence:{user}")).await
+    {
+        user += 1;
+    }
+    let mut alice = member(a, 1, None).await;
+    reachable(a, 1).await;
+    let first = send(&mut alice, 1, user, "before").await["id"].as_i64().unwrap();
+    // The lease's master dies; the member connects to b before its replica
+    // takes over: the channel subscribes, the lease cannot be written.
+    let lease = format!("{prefix}presence:{user}");
+    let dead = cluster.master_of(&lease).await;
+    cluster.kill(dead);
+    let mut member_b = member(b, user, Some(first)).await;
+    let sent = send(&mut alice, 2, user, "while the lease is missing").await;
+    for _ in 0..400 {
+        if cluster.master_of(&lease).await != dead {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    // Once the replica serves the slot, b writes the lease and the member
+    // catches up on what nobody could publish meanwhile.
+    let got = newer_than(&mut member_b, first, 1).await;
+    assert_eq!(got, vec![sent["id"].clone()]);
+    let after = send(&mut alice, 3, user, "and live again").await;
+    let sent = sent["id"].as_i64().unwrap();
+    assert_eq!(
+        newer_than(&mut member_b, sent, 1).await,
+        vec![after["id"].clone()]
+    );
+}

@@ -237,6 +237,8 @@ impl BridgeHandle {
             channels: HashMap::new(),
             waiters: HashMap::new(),
             rebuild: None,
+            unleased: HashSet::new(),
+            lease_attempt: 0,
             to_subscribe: HashSet::new(),
             to_unsubscribe: HashSet::new(),
             batch_timer: None,
@@ -393,6 +395,9 @@ pub struct RedisBridge {
     /// A rebuild of the subscriber, due once the cluster has settled after
     /// dropping some of its channels.
     rebuild: Option<SpawnHandle>,
+    /// Users subscribed whose lease could not be written yet.
+    unleased: HashSet<i64>,
+    lease_attempt: u32,
     to_subscribe: HashSet<i64>,
     to_unsubscribe: HashSet<i64>,
     batch_timer: Option<SpawnHandle>,
@@ -506,6 +511,8 @@ impl RedisBridge {
         if let Some(rebuild) = self.rebuild.take() {
             ctx.cancel_future(rebuild);
         }
+        // The rebuild writes every lease and catches every socket up.
+        self.unleased.clear();
         self.sink = None;
         if self.stats.up.swap(false, Ordering::Relaxed) {
             self.stats.outages.fetch_add(1, Ordering::Relaxed);
@@ -549,30 +556,34 @@ impl RedisBridge {
         let mut leases = self.lease_commands(&subscribe);
         leases.extend(self.release_commands(&unsubscribe));
         let work = async move {
-            let Some(mut sink) = sink else {
-                return false;
-            };
+            let mut sink = sink?;
             for channels in &sub_channels {
                 if let Err(error) = sink.subscribe(channels).await {
                     tracing::warn!(%error, "bus subscribe failed");
-                    return false;
+                    return None;
                 }
             }
             for channels in &unsub_channels {
                 if let Err(error) = sink.unsubscribe(channels).await {
                     tracing::warn!(%error, "bus unsubscribe failed");
-                    return false;
+                    return None;
                 }
             }
             if let Err(error) = commands.each(leases).await {
-                tracing::warn!(%error, "bus leases not written");
-                return false;
+                // The channels are subscribed: nothing to rebuild, the
+                // leases go again shortly (see `retry_leases`).
+                tracing::warn!(%error, "bus leases not written; trying again");
+                return Some(false);
             }
-            true
+            Some(true)
         };
         let subscribed = subscribe.clone();
         let (tx, rx) = oneshot::channel();
-        ctx.spawn(work.into_actor(self).map(move |ok, bridge, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |outcome, bridge, ctx| {
+            let ok = outcome.is_some();
+            if outcome == Some(false) {
+                bridge.unleased(&subscribed, ctx);
+            }
             if ok {
                 for user in &subscribed {
                     if let Some(channel) = bridge.channels.get_mut(user) {
@@ -590,6 +601,66 @@ impl RedisBridge {
             let _ = tx.send(ok);
         }));
         async move { rx.await.unwrap_or(false) }
+    }
+
+    /// `users`' channels are subscribed but their leases were not written
+    /// (Redis too slow, as in a connect storm): until they are, other nodes
+    /// see nobody here and publish nothing for them. Their sockets are
+    /// marked for a catch-up now, and once the leases are written they
+    /// catch up on what was committed in between.
+    fn unleased(&mut self, users: &[i64], ctx: &mut Context<Self>) {
+        for user in users {
+            self.registry.mark_catch_up(*user);
+        }
+        let first = self.unleased.is_empty();
+        self.unleased.extend(users.iter().copied());
+        if first {
+            self.lease_attempt = 0;
+            self.retry_leases(ctx);
+        }
+    }
+
+    fn retry_leases(&mut self, ctx: &mut Context<Self>) {
+        self.lease_attempt = self.lease_attempt.saturating_add(1);
+        let wait = Duration::from_millis(100u64.saturating_mul(1 << self.lease_attempt.min(5)))
+            .min(Duration::from_secs(1));
+        ctx.run_later(wait, |bridge, ctx| {
+            // Users gone meanwhile need no lease.
+            let users: Vec<i64> = bridge
+                .unleased
+                .iter()
+                .copied()
+                .filter(|user| bridge.channels.get(user).is_some_and(|c| c.subscribed))
+                .collect();
+            if users.is_empty() || bridge.sink.is_none() {
+                // Nothing left, or the subscriber is being rebuilt (which
+                // writes every lease and catches everyone up).
+                bridge.unleased.clear();
+                return;
+            }
+            let leases = bridge.lease_commands(&users);
+            let commands = bridge.commands.clone();
+            ctx.spawn(async move { commands.each(leases).await }.into_actor(bridge).map(
+                move |written, bridge, ctx| match written {
+                    Ok(_) => {
+                        for user in &users {
+                            bridge.unleased.remove(user);
+                        }
+                        tracing::info!(
+                            users = users.len(),
+                            "bus leases written after a retry; catching up"
+                        );
+                        if let Some(recovered) = &bridge.settings.on_recovered {
+                            recovered(users);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, users = users.len(), "bus leases still not written");
+                        bridge.retry_leases(ctx);
+                    }
+                },
+            ));
+        });
     }
 
     /// `HSET presence:{user} node expiry` and `PEXPIRE` for each user.
