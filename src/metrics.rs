@@ -23,6 +23,9 @@ const BATCH_SIZES: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500
 
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Between upkeeps of the recorder (see `recorder`).
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process's recorder on first use; `None` when another
 /// recorder was installed first (nothing is then exported).
 pub fn recorder() -> Option<&'static PrometheusHandle> {
@@ -34,7 +37,24 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
                     builder.set_buckets_for_metric(Matcher::Full("writer_batch_size".to_owned()), BATCH_SIZES)
                 });
             match builder.and_then(PrometheusBuilder::install_recorder) {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    // Histogram samples wait in a buffer until an upkeep
+                    // folds them into the buckets: without one (nobody
+                    // scraping) that buffer grows with every message.
+                    let upkeep = handle.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("metrics-upkeep".to_owned())
+                        .spawn(move || {
+                            loop {
+                                std::thread::sleep(UPKEEP_INTERVAL);
+                                upkeep.run_upkeep();
+                            }
+                        });
+                    if let Err(error) = spawned {
+                        tracing::warn!(%error, "metrics upkeep thread not started; histograms fold at scrape only");
+                    }
+                    Some(handle)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "metrics recorder not installed; /metrics stays empty");
                     None

@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -297,10 +298,14 @@ impl MessageWriter {
         }
         let take = self.pending.len().min(self.settings.max_batch);
         let (batch, hooks): (Vec<Outgoing>, Vec<Hook>) = self.pending.drain(..take).unzip();
+        static BATCH_SIZE: LazyLock<metrics::Histogram> =
+            LazyLock::new(|| metrics::histogram!("writer_batch_size"));
+        static QUEUE_DEPTH: LazyLock<metrics::Gauge> =
+            LazyLock::new(|| metrics::gauge!("writer_queue_depth"));
         #[allow(clippy::cast_precision_loss)] // counts far below 2^52
         {
-            metrics::histogram!("writer_batch_size").record(take as f64);
-            metrics::gauge!("writer_queue_depth").set(self.pending.len() as f64);
+            BATCH_SIZE.record(take as f64);
+            QUEUE_DEPTH.set(self.pending.len() as f64);
         }
         let ticket = self.order.dispatch();
         // The batch runs as a task of its own, the actor only awaits it. If
@@ -373,10 +378,11 @@ async fn store(pool: DbPool, batch: Vec<Outgoing>) -> Result<Vec<Stored>, WriteE
     let mut attempts = 0;
     loop {
         attempts += 1;
+        static STORE_BATCH: LazyLock<metrics::Histogram> =
+            LazyLock::new(|| metrics::histogram!("db_query_duration_seconds", "query" => "store_batch"));
         let started = std::time::Instant::now();
         let stored = messages::store_batch(&mut conn, &batch).await;
-        metrics::histogram!("db_query_duration_seconds", "query" => "store_batch")
-            .record(started.elapsed().as_secs_f64());
+        STORE_BATCH.record(started.elapsed().as_secs_f64());
         match stored {
             Ok(outcomes) => return Ok(outcomes),
             Err(error) if attempts < 3 && is_transient(&error) => {
