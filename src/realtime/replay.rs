@@ -59,6 +59,8 @@ pub struct Replayer {
     overlap: i64,
     /// Pages read from the database, for the tests and the metrics.
     pages_read: AtomicU64,
+    /// Catch-ups run (one per user per bus recovery).
+    catch_ups: AtomicU64,
 }
 
 /// Why a replay stopped before the end.
@@ -77,12 +79,18 @@ impl Replayer {
             max_backlog: settings.max_backlog.max(0),
             overlap: settings.overlap.max(0),
             pages_read: AtomicU64::new(0),
+            catch_ups: AtomicU64::new(0),
         }
     }
 
     /// Pages of messages read from the database so far.
     pub fn pages_read(&self) -> u64 {
         self.pages_read.load(Ordering::Relaxed)
+    }
+
+    /// Catch-ups run so far (see [`Replayer::catch_up`]).
+    pub fn catch_ups(&self) -> u64 {
+        self.catch_ups.load(Ordering::Relaxed)
     }
 
     /// Streams every message of `user`'s conversations after `since` to
@@ -121,6 +129,7 @@ impl Replayer {
         let Some(oldest) = started.iter().map(|(_, since)| *since).min() else {
             return;
         };
+        self.catch_ups.fetch_add(1, Ordering::Relaxed);
         // The smallest outbound queue bounds the shared page.
         let mut room = usize::MAX;
         for (session, _) in &started {

@@ -169,13 +169,17 @@ async fn a_lease_that_cannot_be_written_is_written_later_and_caught_up() {
     let nodes = cluster_nodes(&cluster, 2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let prefix = a.state.config.redis_prefix.clone();
-    // A member whose channel and lease live on different masters.
-    let mut user = 2;
-    while cluster.master_of(&channel(b, user)).await
-        == cluster.master_of(&format!("{prefix}presence:{user}")).await
-    {
-        user += 1;
+    // A member (of the seeded 2..=10) whose channel and lease live on
+    // different masters.
+    let mut user = None;
+    for candidate in 2..=10 {
+        let lease_master = cluster.master_of(&format!("{prefix}presence:{candidate}")).await;
+        if cluster.master_of(&channel(b, candidate)).await != lease_master {
+            user = Some(candidate);
+            break;
+        }
     }
+    let user = user.unwrap_or_else(|| panic!("every seeded member's channel and lease share a master"));
     let mut alice = member(a, 1, None).await;
     reachable(a, 1).await;
     let first = send(&mut alice, 1, user, "before").await["id"].as_i64().unwrap();
