@@ -298,20 +298,14 @@ impl BridgeHandle {
         if users.is_empty() {
             return Ok(HashSet::new());
         }
-        let reads = users
-            .iter()
-            .map(|user| {
-                let mut read = redis::cmd("HGETALL");
-                read.arg(presence_key(&self.prefix, *user));
-                read
-            })
-            .collect();
-        let leases = self.commands.each(reads).await?;
+        let leases = self
+            .commands
+            .each(lease_reads(&self.prefix, users.iter().copied()))
+            .await?;
         let now = now_ms();
         let mut held = HashSet::new();
         for (user, leases) in users.iter().zip(leases) {
-            let leases = HashMap::<String, u64>::from_redis_value(leases)?;
-            if leased_elsewhere(&leases, &self.node, now) {
+            if leased_elsewhere(leases, &self.node, now)? {
                 held.insert(*user);
             }
         }
@@ -358,12 +352,26 @@ pub enum StartError {
     Url(#[from] redis::RedisError),
 }
 
-/// Whether a node other than `node` holds a lease in `leases` (node id →
-/// expiry in Unix ms) that is still live at `now`.
-fn leased_elsewhere(leases: &HashMap<String, u64>, node: &str, now: u64) -> bool {
-    leases
+/// `HGETALL presence:{user}` for each of `users`: their leases.
+fn lease_reads(prefix: &str, users: impl IntoIterator<Item = i64>) -> Vec<redis::Cmd> {
+    users
+        .into_iter()
+        .map(|user| {
+            let mut read = redis::cmd("HGETALL");
+            read.arg(presence_key(prefix, user));
+            read
+        })
+        .collect()
+}
+
+/// Whether a node other than `node` holds a lease, in one user's
+/// `HGETALL` answer (node id → expiry in Unix ms), still live at `now`.
+/// `node` "" asks whether anybody does.
+fn leased_elsewhere(leases: redis::Value, node: &str, now: u64) -> redis::RedisResult<bool> {
+    let leases = HashMap::<String, u64>::from_redis_value(leases)?;
+    Ok(leases
         .iter()
-        .any(|(holder, expiry)| holder != node && *expiry > now)
+        .any(|(holder, expiry)| holder != node && *expiry > now))
 }
 
 fn now_ms() -> u64 {

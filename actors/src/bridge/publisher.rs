@@ -1,14 +1,12 @@
 //! The shared publisher: one connection, pipelines of queued events.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use redis::FromRedisValue;
 use tokio::sync::mpsc;
 
 use super::bus::{Bus, COMMAND_TIMEOUT, Connection, timed_out};
-use super::{BridgeStats, channel_key, leased_elsewhere, now_ms, presence_key};
+use super::{BridgeStats, channel_key, lease_reads, leased_elsewhere, now_ms, presence_key};
 
 /// Publishes `ARGV[3]` on channel `ARGV[1]` if a node other than `ARGV[2]`
 /// holds a live lease in the hash `KEYS[1]`; answers the number of
@@ -111,24 +109,18 @@ impl Publisher {
             }
             return pipe.query_async::<()>(connection).await;
         }
-        let reads = batch
-            .iter()
-            .map(|event| {
-                let mut read = redis::cmd("HGETALL");
-                read.arg(presence_key(&self.prefix, event.user));
-                read
-            })
-            .collect();
+        let reads = lease_reads(&self.prefix, batch.iter().map(|event| event.user));
         let leases = connection.each(reads).await?;
         let now = now_ms();
         let publishes = batch
             .iter()
             .zip(leases)
-            .filter(|(_, leases)| {
-                HashMap::<String, u64>::from_redis_value(leases.clone())
-                    .is_ok_and(|leases| leased_elsewhere(&leases, &self.node, now))
+            .filter_map(|(event, leases)| {
+                leased_elsewhere(leases, &self.node, now)
+                    .unwrap_or(false)
+                    .then_some(event)
             })
-            .map(|(event, _)| {
+            .map(|event| {
                 let mut publish = redis::cmd("SPUBLISH");
                 publish
                     .arg(channel_key(&self.prefix, event.user))

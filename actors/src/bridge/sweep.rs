@@ -11,13 +11,12 @@
 //! reports the users no other node holds, whose partners then get
 //! `presence { online: false }`.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::{Cmd, FromRedisValue, Value};
 
 use super::bus::Commands;
-use super::{now_ms, presence_key};
+use super::{lease_reads, leased_elsewhere, now_ms, presence_key};
 
 /// The set of every node's id.
 pub(super) fn nodes_key(prefix: &str) -> String {
@@ -128,24 +127,16 @@ async fn sweep_node(
             removal
         })
         .collect();
-    let mut reads: Vec<Cmd> = users
-        .iter()
-        .map(|user| {
-            let mut read = redis::cmd("HGETALL");
-            read.arg(presence_key(prefix, *user));
-            read
-        })
-        .collect();
+    let mut reads = lease_reads(prefix, users.iter().copied());
     let count = removals.len();
     removals.append(&mut reads);
     let answers = commands.each(removals).await?;
     let now = now_ms();
     let mut departed = Vec::new();
     for (user, leases) in users.iter().zip(answers.into_iter().skip(count)) {
-        let leases = HashMap::<String, u64>::from_redis_value(leases)?;
         // Held by nobody now, this node included (its own members it
         // tells about itself, when their sockets go).
-        if !leases.values().any(|expiry| *expiry > now) {
+        if !leased_elsewhere(leases, "", now)? {
             departed.push(*user);
         }
     }
