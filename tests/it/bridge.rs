@@ -415,33 +415,41 @@ async fn a_silent_subscriber_is_found_by_its_ping_and_rebuilt() {
     );
 }
 
+/// Node `b` as an `aurum serve` process of its own, on `a`'s database and
+/// key prefix and the bus at `redis_url`, with `extra` variables.
+async fn child_node_b(a: &TestApp, redis_url: String, extra: &[(&str, String)]) -> ChildNode {
+    let mut env = vec![
+        ("REDIS_URL", redis_url),
+        ("REDIS_PREFIX", a.state.config.redis_prefix.clone()),
+        ("NODE_ID", "b".to_owned()),
+    ];
+    env.extend(extra.iter().cloned());
+    ChildNode::start(&a.db.url, &env).await
+}
+
+/// Waits (up to 5 s) until `a` shows `user` online to `viewer`: a lease
+/// of another node's is seen, so a message to the user crosses.
+async fn wait_online(a: &TestApp, viewer: i64, user: i64) {
+    for _ in 0..200 {
+        if presence_of(a, viewer, user).await.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn a_killed_nodes_clients_recover_on_another_node() {
     let redis = TestRedis::start().await;
     let nodes = nodes(&redis, 1).await;
     let a = &nodes[0];
-    let prefix = a.state.config.redis_prefix.clone();
-    let mut b = ChildNode::start(
-        &a.db.url,
-        &[
-            ("REDIS_URL", redis.url()),
-            ("REDIS_PREFIX", prefix),
-            ("NODE_ID", "b".to_owned()),
-            ("PRESENCE_TTL", "1".to_owned()),
-        ],
-    )
-    .await;
+    let mut b = child_node_b(a, redis.url(), &[("PRESENCE_TTL", "1".to_owned())]).await;
     let mut alice = member(a, 1, None).await;
     let (mut bob, answer) = RawClient::connect(&b.ws_base, json!({ "token": a.token(2) })).await;
     assert!(answer.starts_with("40{\"sid\":"), "{answer}");
     reachable(a, 1).await;
     // b holds bob: wait until a sees b's lease, so the message crosses.
-    for _ in 0..200 {
-        if presence_of(a, 1, 2).await.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_online(a, 1, 2).await;
     let first = send(&mut alice, 1, 2, "before the crash").await;
     assert_eq!(bob.expect_event("new_message").await["id"], first["id"]);
 
@@ -555,27 +563,14 @@ async fn a_stalled_node_cut_off_by_redis_catches_up() {
     pubsub_buffer_limit(&redis, "pubsub 2mb 1mb 5").await;
     let nodes = nodes(&redis, 1).await;
     let a = &nodes[0];
-    let b = ChildNode::start(
-        &a.db.url,
-        &[
-            ("REDIS_URL", redis.url()),
-            ("REDIS_PREFIX", a.state.config.redis_prefix.clone()),
-            ("NODE_ID", "b".to_owned()),
-        ],
-    )
-    .await;
+    let b = child_node_b(a, redis.url(), &[]).await;
     let mut alice = member(a, 1, None).await;
     let (mut bob, answer) = RawClient::connect(&b.ws_base, json!({ "token": a.token(2) })).await;
     assert!(answer.starts_with("40{\"sid\":"), "{answer}");
     // User 3 on b as well: what others send 3 fills b's subscriber.
     let (carol, answer) = RawClient::connect(&b.ws_base, json!({ "token": a.token(3) })).await;
     assert!(answer.starts_with("40{\"sid\":"), "{answer}");
-    for _ in 0..200 {
-        if presence_of(a, 1, 2).await.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_online(a, 1, 2).await;
     let first = send(&mut alice, 1, 2, "before the stall").await;
     assert_eq!(bob.expect_event("new_message").await["id"], first["id"]);
 
@@ -617,25 +612,11 @@ async fn a_killed_nodes_members_are_told_offline_to_their_partners() {
     let redis = TestRedis::start().await;
     let nodes = nodes(&redis, 1).await;
     let a = &nodes[0];
-    let mut b = ChildNode::start(
-        &a.db.url,
-        &[
-            ("REDIS_URL", redis.url()),
-            ("REDIS_PREFIX", a.state.config.redis_prefix.clone()),
-            ("NODE_ID", "b".to_owned()),
-            ("PRESENCE_TTL", "1".to_owned()),
-        ],
-    )
-    .await;
+    let mut b = child_node_b(a, redis.url(), &[("PRESENCE_TTL", "1".to_owned())]).await;
     let mut alice = member(a, 1, None).await;
     let (mut bob, answer) = RawClient::connect(&b.ws_base, json!({ "token": a.token(2) })).await;
     assert!(answer.starts_with("40{\"sid\":"), "{answer}");
-    for _ in 0..200 {
-        if presence_of(a, 1, 2).await.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_online(a, 1, 2).await;
     let first = send(&mut alice, 1, 2, "partners now").await;
     assert_eq!(bob.expect_event("new_message").await["id"], first["id"]);
 
