@@ -55,9 +55,18 @@ pub struct Config {
     /// which the supervisor returns freed memory and sheds new sockets.
     #[arg(long, env = "MEMORY_HIGH_WATERMARK", default_value_t = 80.0)]
     pub memory_high_watermark: f64,
-    /// Milliseconds between the supervisor's samples.
-    #[arg(long, env = "RESOURCE_INTERVAL", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
-    pub resource_interval: u64,
+    /// Seconds between the supervisor's samples (fractions allowed: 0.05).
+    #[arg(long, env = "RESOURCE_INTERVAL", default_value = "5", value_parser = seconds)]
+    pub resource_interval: Duration,
+    /// Seconds a node keeps serving after SIGTERM, reporting not ready, so
+    /// the load balancer stops sending it traffic before it stops accepting.
+    #[arg(long, env = "DRAIN_DELAY", default_value = "5", value_parser = seconds)]
+    pub drain_delay: Duration,
+    /// Seconds from SIGTERM to exit, whatever is still open: the drain delay,
+    /// closing sockets, flushing the writer. Kubernetes' grace period must
+    /// be longer.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30", value_parser = seconds)]
+    pub shutdown_timeout: Duration,
     /// Address for REST, health and metrics.
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
@@ -301,6 +310,16 @@ impl std::fmt::Debug for Config {
 }
 
 /// `postgres://user:pass@host/db` -> `postgres://user:***@host/db`.
+/// Parses a duration given in seconds, fractions allowed ("0.25").
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{text:?} is not a duration in seconds (0 to 10^9)"))
+}
+
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();

@@ -27,6 +27,10 @@ pub struct AppState {
     pub registry: Option<aurum_actors::registry::RegistryHandle>,
     /// The ResourceSupervisor, once started (and unless turned off).
     pub supervisor: Option<aurum_actors::supervisor::SupervisorHandle>,
+    /// Whether new sockets are taken (draining, shedding), once started.
+    pub admission: Option<Arc<aurum_actors::supervisor::Admission>>,
+    /// Sockets connected now, once the realtime side has started.
+    pub sockets: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl AppState {
@@ -45,6 +49,8 @@ impl AppState {
             bus: None,
             supervisor: None,
             registry: None,
+            admission: None,
+            sockets: None,
         })
     }
 

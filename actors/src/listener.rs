@@ -54,6 +54,22 @@ pub async fn serve(
     app: Arc<dyn SocketApp>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_and_drain(listener, config, app, shutdown, std::future::ready(())).await;
+}
+
+/// As [`serve`], for a drain that closes the sessions itself: once
+/// `stop_accepting` resolves the listening socket is closed, and the
+/// sessions still open are closed only when `close_rest` resolves (the
+/// caller closes the ones it knows in batches in between), after which it
+/// waits for them as `serve` does.
+pub async fn serve_and_drain(
+    listener: TcpListener,
+    config: SocketConfig,
+    app: Arc<dyn SocketApp>,
+    stop_accepting: impl Future<Output = ()>,
+    close_rest: impl Future<Output = ()>,
+) {
+    let shutdown = stop_accepting;
     let config = Arc::new(config);
     // Arbiters started here are stopped here; the caller's are the caller's.
     let (owned, arbiters): (Vec<Arbiter>, Vec<ArbiterHandle>) = if config.arbiters.is_empty() {
@@ -63,7 +79,7 @@ pub async fn serve(
     } else {
         (Vec::new(), config.arbiters.clone())
     };
-    let tracker = Arc::new(Tracker::default());
+    let tracker = Arc::new(Tracker::new(config.tasks.clone()));
     let (stop_sessions, stop_signal) = watch::channel(false);
 
     tokio::pin!(shutdown);
@@ -107,10 +123,9 @@ pub async fn serve(
     }
 
     drop(listener);
-    tracing::info!(
-        sessions = tracker.live(),
-        "socket listener stopped accepting; closing sessions"
-    );
+    tracing::info!(sessions = tracker.live(), "socket listener stopped accepting");
+    close_rest.await;
+    tracing::info!(sessions = tracker.live(), "closing the sessions still open");
     // Ignored error: no receiver left means no session left to tell.
     let _ = stop_sessions.send(true);
     if tokio::time::timeout(config.shutdown_grace, tracker.drained())

@@ -181,6 +181,22 @@ impl RegistryHandle {
         )
     }
 
+    /// Every open socket on this node, for a drain to close in batches
+    /// (a shard that does not answer within [`ANSWER_TIMEOUT`] gives none:
+    /// its sockets close with the listener's last sweep).
+    pub async fn all_sessions(&self) -> Vec<SessionHandle> {
+        let asks = self
+            .shards
+            .iter()
+            .map(|shard| shard.send(AllSessions).timeout(ANSWER_TIMEOUT));
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .flatten()
+            .collect()
+    }
+
     /// Marks every socket on this node for a catch-up (see
     /// [`SessionHandle::mark_catch_up`]).
     pub fn mark_catch_up_all(&self) {
@@ -245,6 +261,9 @@ impl RegistryHandle {
 pub struct RegistryShard {
     sessions: HashMap<i64, Vec<SessionHandle>>,
     max_per_user: usize,
+    pacing: crate::supervisor::RestartPacing,
+    /// Set by `restarting`, taken by `started`.
+    restart_pause: Duration,
 }
 
 impl RegistryShard {
@@ -252,6 +271,8 @@ impl RegistryShard {
         Self {
             sessions: HashMap::new(),
             max_per_user,
+            pacing: crate::supervisor::RestartPacing::default(),
+            restart_pause: Duration::ZERO,
         }
     }
 
@@ -276,6 +297,7 @@ impl Actor for RegistryShard {
         // Deliveries fan in from every session and the writer; a generous
         // bound keeps them from failing while still bounding memory.
         ctx.set_mailbox_capacity(4096);
+        crate::supervisor::pause_after_restart(std::mem::take(&mut self.restart_pause), ctx);
         ctx.run_interval(SWEEP_INTERVAL, |shard, _| {
             shard.sessions.retain(|_, list| {
                 list.retain(SessionHandle::is_connected);
@@ -288,6 +310,7 @@ impl Actor for RegistryShard {
 impl Supervised for RegistryShard {
     fn restarting(&mut self, _: &mut Context<Self>) {
         metrics::counter!("actor_restarts_total", "actor" => "registry_shard").increment(1);
+        self.restart_pause = self.pacing.next_pause(std::time::Instant::now());
         self.sessions.clear();
     }
 }
@@ -473,6 +496,26 @@ impl Handler<SessionsOf> for RegistryShard {
                 .get(&msg.user)
                 .map(|list| list.iter().filter(|s| s.is_connected()).cloned().collect())
                 .unwrap_or_default()
+        })
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<SessionHandle>")]
+struct AllSessions;
+
+impl Handler<AllSessions> for RegistryShard {
+    type Result = Vec<SessionHandle>;
+
+    fn handle(&mut self, _: AllSessions, ctx: &mut Context<Self>) -> Self::Result {
+        let sessions = &self.sessions;
+        Self::guarded(ctx, Vec::new(), || {
+            sessions
+                .values()
+                .flatten()
+                .filter(|s| s.is_connected())
+                .cloned()
+                .collect()
         })
     }
 }

@@ -60,6 +60,105 @@ impl Admission {
     }
 }
 
+/// The node's live tasks: every socket's connection (from accept to its
+/// session's end) and the background work the application spawns through
+/// [`TaskCensus::spawn`]. Each is counted by a guard it owns, so a task
+/// that ends, however it ends, is no longer counted. (The runtimes' own
+/// task counts cannot do this: actix runs its actors and tasks on a tokio
+/// `LocalSet`, whose tasks those counts leave out.)
+#[derive(Debug, Default)]
+pub struct TaskCensus {
+    alive: std::sync::atomic::AtomicUsize,
+}
+
+impl TaskCensus {
+    /// Counts a task for as long as the guard lives.
+    pub fn guard(self: &Arc<Self>) -> TaskGuard {
+        self.add();
+        TaskGuard(Arc::clone(self))
+    }
+
+    pub(crate) fn add(&self) {
+        self.alive.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remove(&self) {
+        self.alive.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Spawns `task` on the current arbiter, counted until it ends.
+    pub fn spawn(self: &Arc<Self>, task: impl std::future::Future<Output = ()> + 'static) {
+        let guard = self.guard();
+        actix::spawn(async move {
+            let _counted = guard;
+            task.await;
+        });
+    }
+
+    /// Tasks alive now.
+    pub fn alive(&self) -> usize {
+        self.alive.load(Ordering::Relaxed)
+    }
+}
+
+/// Keeps one task counted in its [`TaskCensus`].
+#[derive(Debug)]
+pub struct TaskGuard(Arc<TaskCensus>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.remove();
+    }
+}
+
+/// How soon a supervised actor that failed runs again: at once the first
+/// time, then after a pause that doubles from 10 ms to 1 s while failures
+/// follow one another within 10 s, so an actor that fails on every message
+/// does not spin a core (nor flood the log) restarting.
+#[derive(Debug, Default)]
+pub struct RestartPacing {
+    streak: u32,
+    last: Option<std::time::Instant>,
+}
+
+impl RestartPacing {
+    const CALM: Duration = Duration::from_secs(10);
+    const FIRST_PAUSE: Duration = Duration::from_millis(10);
+    const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+    /// The pause before the restart that follows a failure at `now`.
+    pub fn next_pause(&mut self, now: std::time::Instant) -> Duration {
+        let in_a_row = self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < Self::CALM);
+        self.streak = if in_a_row {
+            self.streak.saturating_add(1)
+        } else {
+            0
+        };
+        self.last = Some(now);
+        if self.streak == 0 {
+            return Duration::ZERO;
+        }
+        Self::FIRST_PAUSE
+            .saturating_mul(1_u32 << (self.streak - 1).min(16))
+            .min(Self::MAX_PAUSE)
+    }
+}
+
+/// Holds a restarted actor's mailbox for its pacing pause (see
+/// [`RestartPacing`]): messages wait there meanwhile, or are refused as
+/// busy once it is full.
+pub(crate) fn pause_after_restart<A>(pause: Duration, ctx: &mut Context<A>)
+where
+    A: Actor<Context = Context<A>>,
+{
+    if !pause.is_zero() {
+        tracing::warn!(?pause, "pausing a restarted actor: it keeps failing");
+        ctx.wait(actix::fut::wrap_future(tokio::time::sleep(pause)));
+    }
+}
+
 /// One sample.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Resources {
@@ -73,6 +172,8 @@ pub struct Resources {
     pub rss_mb: u64,
     /// Whether the limit is the container's.
     pub container_limit: bool,
+    /// Tasks alive on the process's runtimes (see [`TaskCensus`]).
+    pub active_tasks: usize,
 }
 
 /// What the supervisor last did, for `/health`.
@@ -92,6 +193,7 @@ pub struct SupervisorSettings {
     pub high_watermark: f64,
     /// The threads that allocate: each collects its own heap.
     pub arbiters: Vec<ArbiterHandle>,
+    pub tasks: Arc<TaskCensus>,
 }
 
 /// A typed handle on the supervisor; cheap to clone.
@@ -218,6 +320,7 @@ impl ResourceSupervisor {
             cpu_percent: f64::from(process.cpu_usage()),
             rss_mb: rss / (1024 * 1024),
             container_limit,
+            active_tasks: self.settings.tasks.alive(),
         })
     }
 
@@ -305,6 +408,26 @@ impl ResourceSupervisor {
             memory_percent_before: before,
             memory_percent_after: after,
         });
+    }
+}
+
+#[cfg(test)]
+mod pacing_tests {
+    use std::time::{Duration, Instant};
+
+    use super::RestartPacing;
+
+    #[test]
+    fn a_lone_failure_restarts_at_once_and_a_loop_backs_off_to_a_second() {
+        let mut pacing = RestartPacing::default();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        assert_eq!(pacing.next_pause(at(0)), Duration::ZERO);
+        let pauses: Vec<u128> = (1..=9).map(|n| pacing.next_pause(at(n)).as_millis()).collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        // Ten calm seconds later, a failure is a first one again.
+        assert_eq!(pacing.next_pause(at(20_000)), Duration::ZERO);
+        assert_eq!(pacing.next_pause(at(20_001)), Duration::from_millis(10));
     }
 }
 

@@ -26,6 +26,8 @@ use aurum_schema::models::messages::{self, Outgoing, Stored};
 use aurum_schema::pool::DbPool;
 use tokio::sync::oneshot;
 
+use crate::supervisor::{RestartPacing, pause_after_restart};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
     /// Too many messages are waiting; nothing was stored; the sender should
@@ -140,6 +142,19 @@ impl WriterHandle {
         answer.await.unwrap_or(Err(WriteError::Unavailable))
     }
 
+    /// Resolves once every message submitted before the call has its
+    /// answer: the gathering batch goes at once instead of lingering, and
+    /// batches in the database commit (or fail). A drain calls it after the
+    /// last socket has closed, so nothing submitted is cut off by the exit.
+    /// Resolves at once when the writer is gone.
+    pub async fn flushed(&self) {
+        let (reply, answered) = oneshot::channel();
+        if self.addr.send(Flushed { reply }).await.is_ok() {
+            // A writer torn down before answering has nothing left to write.
+            let _ = answered.await;
+        }
+    }
+
     /// Makes the writer panic inside a handler, to exercise its supervisor
     /// (tests only).
     #[cfg(feature = "test-hooks")]
@@ -190,6 +205,11 @@ pub struct MessageWriter {
     /// Batches released in commit order whose hooks have yet to run (see
     /// `finish`).
     released: VecDeque<Answers>,
+    /// Callers of [`WriterHandle::flushed`], answered once nothing is left.
+    flush_waiters: Vec<oneshot::Sender<()>>,
+    pacing: RestartPacing,
+    /// Set by `restarting`, taken by `started`.
+    restart_pause: Duration,
 }
 
 /// A committed batch's hooks and outcomes, in input order.
@@ -218,6 +238,20 @@ impl MessageWriter {
             timer: None,
             order: CommitOrder::default(),
             released: VecDeque::new(),
+            flush_waiters: Vec::new(),
+            pacing: RestartPacing::default(),
+            restart_pause: Duration::ZERO,
+        }
+    }
+
+    /// Answers the callers of [`WriterHandle::flushed`] once no message
+    /// waits, none is in the database and every hook has run.
+    fn answer_flush_waiters(&mut self) {
+        let idle = self.pending.is_empty() && self.order.in_flight() == 0 && self.released.is_empty();
+        if idle {
+            for waiter in self.flush_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
         }
     }
 
@@ -233,6 +267,10 @@ impl MessageWriter {
 
 impl Actor for MessageWriter {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        pause_after_restart(std::mem::take(&mut self.restart_pause), ctx);
+    }
 }
 
 impl Supervised for MessageWriter {
@@ -245,12 +283,36 @@ impl Supervised for MessageWriter {
     /// restarted writer.
     fn restarting(&mut self, _: &mut Context<Self>) {
         metrics::counter!("actor_restarts_total", "actor" => "writer").increment(1);
+        self.restart_pause = self.pacing.next_pause(std::time::Instant::now());
         self.timer = None;
         self.pending.clear();
         for answers in self.released.drain(..) {
             answers.send();
         }
         self.order.abandon(Answers::send);
+        // Everything it held is answered by now.
+        for waiter in self.flush_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flushed {
+    reply: oneshot::Sender<()>,
+}
+
+impl Handler<Flushed> for MessageWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Flushed, ctx: &mut Context<Self>) {
+        self.flush_waiters.push(msg.reply);
+        self.guarded(ctx, |writer, ctx| {
+            // What gathers goes now: nothing else is coming to join it.
+            writer.flush(ctx);
+            writer.answer_flush_waiters();
+        });
     }
 }
 
@@ -356,7 +418,12 @@ impl MessageWriter {
             // they would sit between each commit and the next batch,
             // capping the rate a single batch in flight can carry.
             let turn = actix::fut::wrap_future::<_, Self>(tokio::task::yield_now());
-            ctx.spawn(turn.map(|(), writer, _| writer.send_released()));
+            ctx.spawn(turn.map(|(), writer, _| {
+                writer.send_released();
+                writer.answer_flush_waiters();
+            }));
+        } else {
+            self.answer_flush_waiters();
         }
     }
 

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use diesel_async::RunQueryDsl;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde_json::json;
 
@@ -13,11 +13,18 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready for traffic: the database answers within the pool's timeout.
+/// Ready for traffic: the database answers within the pool's timeout, and
+/// the node is not draining (SIGTERM: the load balancer is to stop sending).
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let draining = is_draining(&state);
     let database = database_ok(&state).await;
-    let body = json!({ "status": if database { "ok" } else { "unavailable" }, "database": database });
-    if database {
+    let status = match (draining, database) {
+        (true, _) => "draining",
+        (false, true) => "ok",
+        (false, false) => "unavailable",
+    };
+    let body = json!({ "status": status, "database": database, "draining": draining });
+    if database && !draining {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
@@ -27,7 +34,6 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 /// A fuller report for operators.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let database = database_ok(&state).await;
-    let pool = state.db.state();
     // Readiness ignores the bus (DESIGN.md, "Between nodes"); this report
     // does not: a node whose bus is down serves its own sockets only.
     let bus = state.bus.as_ref().map(|bus| {
@@ -45,6 +51,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         })
     });
     let bus_up = state.bus.as_ref().is_none_or(|bus| bus.stats().is_up());
+    let draining = is_draining(&state);
     let status = if !database {
         "unhealthy"
     } else if bus_up {
@@ -67,10 +74,36 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "resources": resources,
         "supervisor": supervisor.unwrap_or_else(|| json!({ "state": "off" })),
         "node": state.config.node(),
-        "database": { "reachable": database, "pool_connections": pool.connections, "pool_idle": pool.idle_connections },
+        "draining": draining,
+        "sockets": state.sockets.as_ref().map(|count| AtomicUsize::load(count, Ordering::Relaxed)),
+        "database": {
+            "reachable": database,
+            // This HTTP worker's pool (each has its own) and the writer's.
+            "pools": { "http_worker": pool_figures(&state.db), "writer": pool_figures(&state.writer_db) },
+        },
         "bus": bus.unwrap_or_else(|| json!({ "state": "none" })),
         "version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+/// A pool's size now, its cap, its idle connections and the callers
+/// waiting for one (more than a few means the pool is too small or the
+/// database too slow).
+fn pool_figures(pool: &aurum_schema::pool::DbPool) -> serde_json::Value {
+    let figures = pool.state();
+    json!({
+        "size": figures.connections,
+        "max_size": pool.config().max_size,
+        "idle": figures.idle_connections,
+        "waiting": figures.statistics.pending_gets(),
+    })
+}
+
+fn is_draining(state: &AppState) -> bool {
+    state
+        .admission
+        .as_ref()
+        .is_some_and(|admission| admission.is_draining())
 }
 
 /// Probes must answer quickly, whatever the pool's checkout timeout is.

@@ -4,6 +4,7 @@
 //! their user's rate budgets.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use aurum_actors::bridge::BridgeHandle;
@@ -12,6 +13,7 @@ use aurum_actors::session::{
     AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, EncodedPacket, Event,
     SessionHandle, SocketApp,
 };
+use aurum_actors::supervisor::TaskCensus;
 use aurum_actors::writer::WriterHandle;
 use aurum_schema::pool::DbPool;
 use futures_util::FutureExt;
@@ -35,9 +37,15 @@ pub struct ChatApp {
     budgets: Arc<BudgetTable>,
     /// What a socket is told when its token expires, encoded once for all.
     token_expired: Arc<EncodedPacket>,
+    /// Sockets connected to the chat namespace, for `/health`.
+    connected: Arc<AtomicUsize>,
+    /// Where the work spawned per socket is counted (`active_tasks`).
+    tasks: Arc<TaskCensus>,
 }
 
 impl ChatApp {
+    // Each is a long-lived part started once in `Realtime::start`, the one caller.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         jwt: JwtKeys,
         registry: RegistryHandle,
@@ -46,6 +54,7 @@ impl ChatApp {
         db: DbPool,
         replayer: Arc<Replayer>,
         limits: ChatLimits,
+        tasks: Arc<TaskCensus>,
     ) -> Self {
         let router = Router::new(registry.clone(), bridge.clone());
         let presence = Presence::new(registry.clone(), bridge, db.clone(), router.clone());
@@ -66,11 +75,18 @@ impl ChatApp {
             limits,
             budgets,
             token_expired,
+            connected: Arc::default(),
+            tasks,
         }
     }
 }
 
 impl ChatApp {
+    /// How many sockets are connected now (read by `/health`).
+    pub fn connected(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.connected)
+    }
+
     pub fn presence(&self) -> &Presence {
         &self.presence
     }
@@ -208,6 +224,7 @@ impl SocketApp for ChatApp {
         };
         // Down again in `disconnect`, which every connected socket reaches.
         metrics::gauge!("websocket_connections").increment(1.0);
+        self.connected.fetch_add(1, Ordering::Relaxed);
         expire_with_token(session, member, &self.token_expired);
         let (user, since) = (member.user, member.since);
         // Before registering, so that no live message reaches the session
@@ -222,7 +239,8 @@ impl SocketApp for ChatApp {
         let session = session.clone();
         // A short task: register, then replay. Nothing per socket outlives
         // it; later upkeep rides on the session's heartbeat.
-        actix::spawn(async move {
+        let tasks = Arc::clone(&self.tasks);
+        self.tasks.spawn(async move {
             let held = match registry.register(user, session.clone()).await {
                 Ok(held) => held,
                 Err(RegisterError::TooManySockets) => {
@@ -248,7 +266,7 @@ impl SocketApp for ChatApp {
             }
             // Told apart from the replay, which may take long.
             if held == 1 {
-                actix::spawn(async move { presence.arrived(user).await });
+                tasks.spawn(async move { presence.arrived(user).await });
             }
             if let Some(since) = since {
                 replayer.run(&session, user, since).await;
@@ -327,9 +345,10 @@ impl SocketApp for ChatApp {
     fn disconnect(&self, session: &SessionHandle, _nsp: &str, state: ConnState, reason: DisconnectReason) {
         if let Some(member) = state.into_inner::<Member>() {
             metrics::gauge!("websocket_connections").decrement(1.0);
+            self.connected.fetch_sub(1, Ordering::Relaxed);
             self.registry.unregister(member.user, session.id());
             let presence = self.presence.clone();
-            actix::spawn(async move { presence.left(member.user).await });
+            self.tasks.spawn(async move { presence.left(member.user).await });
             tracing::debug!(user = member.user, %reason, "socket left");
         }
     }

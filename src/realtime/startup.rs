@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use aurum_actors::bridge::{BridgeHandle, BridgeSettings, Recovered, StartError};
 use aurum_actors::registry::RegistryHandle;
+use aurum_actors::supervisor::TaskCensus;
 use aurum_actors::writer::WriterHandle;
 
 use super::replay::{ReplaySettings, Replayer};
@@ -25,6 +26,8 @@ pub struct Realtime {
     pub admission: Arc<aurum_actors::supervisor::Admission>,
     /// The ResourceSupervisor, unless `ENABLE_RESOURCE_MONITOR=false`.
     pub supervisor: Option<aurum_actors::supervisor::SupervisorHandle>,
+    /// The node's live tasks, for `/health`.
+    pub tasks: Arc<aurum_actors::supervisor::TaskCensus>,
     /// The arbiters the long-lived actors and the sessions run on.
     arbiters: Vec<actix::Arbiter>,
 }
@@ -64,6 +67,7 @@ impl Realtime {
                 },
             },
         ));
+        let tasks = Arc::new(aurum_actors::supervisor::TaskCensus::default());
         // The presence worker comes with the app, after the bridge: the
         // bridge reaches it through this slot.
         let presence: Arc<std::sync::OnceLock<super::presence::Presence>> = Arc::default();
@@ -72,7 +76,11 @@ impl Realtime {
             settings.cluster = state.config.redis_cluster;
             settings.lease_ttl = Duration::from_secs(state.config.presence_ttl.max(1));
             settings.ping_interval = Duration::from_millis(state.config.bus_ping_interval.max(10));
-            settings.on_recovered = Some(catch_up(registry.clone(), Arc::clone(&replayer)));
+            settings.on_recovered = Some(catch_up(
+                registry.clone(),
+                Arc::clone(&replayer),
+                Arc::clone(&tasks),
+            ));
             let presence = Arc::clone(&presence);
             settings.on_departed = Some(Arc::new(move |users: Vec<i64>| {
                 if let Some(presence) = presence.get() {
@@ -90,15 +98,18 @@ impl Realtime {
             state.db.clone(),
             Arc::clone(&replayer),
             limits,
+            Arc::clone(&tasks),
         );
         let _ = presence.set(app.presence().clone());
         let admission = Arc::new(aurum_actors::supervisor::Admission::default());
+
         let supervisor = state.config.enable_resource_monitor.then(|| {
             aurum_actors::supervisor::SupervisorHandle::start(
                 aurum_actors::supervisor::SupervisorSettings {
-                    interval: Duration::from_millis(state.config.resource_interval),
+                    interval: state.config.resource_interval,
                     high_watermark: state.config.memory_high_watermark,
                     arbiters: arbiters.iter().map(actix::Arbiter::handle).collect(),
+                    tasks: Arc::clone(&tasks),
                 },
                 Arc::clone(&admission),
             )
@@ -111,6 +122,7 @@ impl Realtime {
             replayer,
             admission,
             supervisor,
+            tasks,
             arbiters,
         })
     }
@@ -127,6 +139,7 @@ impl Realtime {
             max_payload: config.ws_max_payload,
             arbiters: self.arbiters.iter().map(actix::Arbiter::handle).collect(),
             admission: Arc::clone(&self.admission),
+            tasks: Some(Arc::clone(&self.tasks)),
             ..Default::default()
         }
     }
@@ -137,11 +150,12 @@ impl Realtime {
 /// database read per user for all their sockets, through the replayer's
 /// bounded slots, so whatever the bus lost while it was down comes from
 /// PostgreSQL.
-fn catch_up(registry: RegistryHandle, replayer: Arc<Replayer>) -> Recovered {
+fn catch_up(registry: RegistryHandle, replayer: Arc<Replayer>, tasks: Arc<TaskCensus>) -> Recovered {
     Arc::new(move |users: Vec<i64>| {
         let registry = registry.clone();
         let replayer = Arc::clone(&replayer);
-        actix::spawn(async move {
+        let each = Arc::clone(&tasks);
+        tasks.spawn(async move {
             tracing::info!(users = users.len(), "catching up after the bus was down");
             for user in users {
                 let sessions = registry.sessions_of(user).await;
@@ -149,7 +163,7 @@ fn catch_up(registry: RegistryHandle, replayer: Arc<Replayer>) -> Recovered {
                     continue;
                 }
                 let replayer = Arc::clone(&replayer);
-                actix::spawn(async move { replayer.catch_up(user, sessions).await });
+                each.spawn(async move { replayer.catch_up(user, sessions).await });
             }
         });
     })

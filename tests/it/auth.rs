@@ -114,4 +114,16 @@ async fn health_answers_without_a_token() {
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         assert_eq!(body["status"], healthy, "{path}");
     }
+    let (_, health) = app.get("/health", None).await;
+    assert_eq!(health["sockets"], 0, "{health}");
+    assert_eq!(health["draining"], false, "{health}");
+    let writer = &health["database"]["pools"]["writer"];
+    assert_eq!(writer["max_size"], 2, "{health}");
+    assert_eq!(writer["waiting"], 0, "{health}");
+    let worker = &health["database"]["pools"]["http_worker"];
+    assert!(
+        worker["size"].as_u64().unwrap() >= 1,
+        "the probe's connection: {health}"
+    );
+    assert!(worker["idle"].as_u64().is_some(), "{health}");
 }

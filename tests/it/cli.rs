@@ -54,6 +54,8 @@ async fn serve_help_lists_the_limits_and_nothing_that_does_nothing() {
         "ENABLE_RESOURCE_MONITOR",
         "MEMORY_HIGH_WATERMARK",
         "RESOURCE_INTERVAL",
+        "DRAIN_DELAY",
+        "SHUTDOWN_TIMEOUT",
     ] {
         assert!(
             help.contains(&format!("env: {variable}=")),

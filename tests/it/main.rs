@@ -13,6 +13,7 @@ mod cli;
 mod conversations;
 mod delivery;
 mod deploy;
+mod drain;
 mod e2e;
 mod explain;
 mod messages;

@@ -28,7 +28,7 @@ async fn upgrade_answer(ws_base: &str) -> String {
 async fn above_the_watermark_it_collects_then_sheds_new_sockets() {
     let app = TestApp::spawn_on(
         TestDb::migrated(),
-        &["--memory-high-watermark=0.001", "--resource-interval=50"],
+        &["--memory-high-watermark=0.001", "--resource-interval=0.05"],
     )
     .await;
     let mut health = serde_json::Value::Null;
@@ -75,7 +75,7 @@ async fn above_the_watermark_it_collects_then_sheds_new_sockets() {
 
 #[actix_rt::test]
 async fn below_the_watermark_sockets_are_taken_and_nothing_is_done() {
-    let app = TestApp::spawn_on(TestDb::migrated(), &["--resource-interval=50"]).await;
+    let app = TestApp::spawn_on(TestDb::migrated(), &["--resource-interval=0.05"]).await;
     app.seed(1, 2, 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, health) = app.get("/health", None).await;
@@ -90,4 +90,52 @@ async fn the_supervisor_can_be_turned_off() {
     let app = TestApp::spawn_on(TestDb::migrated(), &["--enable-resource-monitor=false"]).await;
     let (_, health) = app.get("/health", None).await;
     assert_eq!(health["supervisor"]["state"], "off", "{health}");
+}
+
+/// The last sample's `active_tasks` and the `sockets` count, after
+/// `settle` (the supervisor samples every 50 ms here).
+async fn tasks_and_sockets(app: &TestApp, settle: Duration) -> (u64, u64) {
+    tokio::time::sleep(settle).await;
+    let health = app.get("/health", None).await.1;
+    (
+        health["resources"]["active_tasks"].as_u64().unwrap(),
+        health["sockets"].as_u64().unwrap(),
+    )
+}
+
+#[actix_rt::test]
+async fn active_tasks_follows_the_sockets_and_closed_ones_leave_nothing_behind() {
+    let app = TestApp::spawn_on(TestDb::migrated(), &["--resource-interval=0.05"]).await;
+    app.seed(1, 30, 4).await;
+    let (baseline, sockets) = tasks_and_sockets(&app, Duration::from_millis(200)).await;
+    assert_eq!(sockets, 0);
+
+    let mut clients = Vec::new();
+    for user in 1..=30 {
+        let (client, answer) = RawClient::connect(&app.ws_base, json!({ "token": app.token(user) })).await;
+        assert!(answer.starts_with("40{"), "{answer}");
+        clients.push(client);
+    }
+    let (busy, sockets) = tasks_and_sockets(&app, Duration::from_millis(200)).await;
+    assert_eq!(sockets, 30);
+    // Each connection is a task until its session ends.
+    assert!(
+        busy >= baseline + 30,
+        "{busy} tasks with 30 sockets, {baseline} without"
+    );
+
+    drop(clients);
+    let mut after = (u64::MAX, u64::MAX);
+    for _ in 0..40 {
+        after = tasks_and_sockets(&app, Duration::from_millis(100)).await;
+        if after.1 == 0 && after.0 <= baseline {
+            break;
+        }
+    }
+    assert_eq!(after.1, 0, "every socket left");
+    assert!(
+        after.0 <= baseline,
+        "{} tasks after the sockets closed, {baseline} before: closed sessions left tasks behind",
+        after.0
+    );
 }

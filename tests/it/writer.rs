@@ -482,3 +482,24 @@ async fn a_writer_crash_mid_traffic_over_sockets_loses_nothing_acked() {
         assert_eq!(copies, 1, "{client_id}");
     }
 }
+
+#[actix_rt::test]
+async fn a_writer_that_keeps_crashing_is_restarted_ever_later_and_then_writes() {
+    let app = TestApp::spawn().await;
+    app.seed(1, 2, 1).await;
+    let (writer, _arbiter) = own_writer(&app, WriterSettings::default());
+    let started = Instant::now();
+    // Five crashes in a row: restarts paused 0, 10, 20, 40 and 80 ms, each
+    // pause holding the mailbox, so the crashes themselves wait for it.
+    for _ in 0..5 {
+        writer.crash();
+    }
+    let stored = writer
+        .persist(out(1, 2, "after the crash loop".to_owned(), None))
+        .await
+        .unwrap();
+    assert!(matches!(stored, Stored::New(_)), "{stored:?}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(150), "no backoff: {took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}

@@ -319,6 +319,15 @@ impl BridgeHandle {
         let _ = self.addr.try_send(Release { user });
     }
 
+    /// Leaves the bus at the end of a drain: the bridge stops (no more
+    /// heartbeats) and this node's heartbeat is deleted, so the next node to
+    /// renew sweeps its leases at once and tells the partners of members who
+    /// did not reconnect elsewhere that they are offline, instead of after
+    /// the lease TTL.
+    pub async fn depart(&self) {
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.addr.send(Depart)).await;
+    }
+
     /// Publishes `packet` for `user`'s sockets on other nodes (all of them
     /// but `except` on the origin, which is this node's own). Never waits:
     /// when the queue is full the event is dropped and counted.
@@ -987,6 +996,27 @@ impl Handler<Reach> for RedisBridge {
         }
         self.waiters.entry(user).or_default().push(reply);
         self.schedule_flush(ctx);
+    }
+}
+
+/// See [`BridgeHandle::depart`].
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Depart;
+
+impl Handler<Depart> for RedisBridge {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Depart, ctx: &mut Context<Self>) -> Self::Result {
+        ctx.stop();
+        let commands = self.commands.clone();
+        let mut forget = redis::cmd("DEL");
+        forget.arg(sweep::heartbeat_key(&self.settings.prefix, &self.settings.node));
+        Box::pin(async move {
+            if let Err(error) = commands.each(vec![forget]).await {
+                tracing::warn!(%error, "heartbeat not deleted; the node's leases lapse by themselves");
+            }
+        })
     }
 }
 

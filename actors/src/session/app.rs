@@ -506,6 +506,13 @@ impl SessionHandle {
         request_close(&self.addr, &self.close, DisconnectReason::Reconnect);
     }
 
+    /// Closes the transport as a node that is going away does (WebSocket
+    /// close 1001, no DISCONNECT): the client reconnects by itself, to
+    /// another node, and replays from its own `since`.
+    pub fn shut_down(&self) {
+        request_close(&self.addr, &self.close, DisconnectReason::ServerShutdown);
+    }
+
     // ---- replay: a backlog streamed at the pace the client reads it ----
 
     /// Starts a replay: from now until [`SessionHandle::finish_replay`],

@@ -50,6 +50,8 @@ pub struct SocketConfig {
     /// Whether new sockets are taken (the ResourceSupervisor sheds them
     /// under memory pressure; a draining node refuses them).
     pub admission: std::sync::Arc<crate::supervisor::Admission>,
+    /// Where each connection is counted as a live task, if anywhere.
+    pub tasks: Option<std::sync::Arc<crate::supervisor::TaskCensus>>,
 }
 
 impl Default for SocketConfig {
@@ -71,6 +73,7 @@ impl Default for SocketConfig {
             arbiters: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
             admission: std::sync::Arc::default(),
+            tasks: None,
         }
     }
 }

@@ -48,6 +48,8 @@ impl TestApp {
             "--http-workers=1".to_owned(),
             // 2 for the writer, 2 shared, 3 for the HTTP worker.
             "--max-connections=7".to_owned(),
+            // A node a test drops stops at once (the drain has tests of its own).
+            "--drain-delay=0".to_owned(),
         ];
         // An extra flag replaces the default of the same name.
         let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();

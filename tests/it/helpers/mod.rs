@@ -2,6 +2,7 @@ pub mod app;
 pub mod db;
 pub mod node;
 pub mod plans;
+pub mod proxy;
 pub mod redis;
 pub mod ws;
 

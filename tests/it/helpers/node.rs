@@ -79,6 +79,19 @@ impl ChildNode {
         response.json().await.unwrap()
     }
 
+    /// SIGTERM, as Kubernetes stops a pod: the node drains.
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// The exit status, if the process ends within `wait`.
+    pub async fn exited_within(&mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(wait, self.child.wait())
+            .await
+            .ok()
+            .map(Result::unwrap)
+    }
+
     /// SIGKILL: no draining, no goodbye to anyone.
     pub async fn kill(&mut self) {
         self.child.kill().await.unwrap();
