@@ -18,9 +18,11 @@ pub struct SocketConfig {
     pub max_payload: usize,
     /// Time a new socket has to join a namespace before it is closed.
     pub connect_timeout: Duration,
-    /// Time a client has to send its HTTP upgrade request.
+    /// Time a client has to send an HTTP request once its connection is
+    /// open (or its request has begun), and to complete an upgrade from
+    /// long-polling to WebSocket once it has opened the WebSocket.
     pub handshake_timeout: Duration,
-    /// Largest HTTP upgrade request head, in bytes.
+    /// Largest HTTP request head, in bytes.
     pub max_request_head: usize,
     /// Frames queued for a client (not yet written to its socket) before the
     /// client counts as a slow consumer and is closed.
@@ -50,6 +52,12 @@ pub struct SocketConfig {
     /// Whether new sockets are taken (the ResourceSupervisor sheds them
     /// under memory pressure; a draining node refuses them).
     pub admission: std::sync::Arc<crate::supervisor::Admission>,
+    /// The long-polling sessions of this node by sid, which the listener
+    /// looks requests up in (their number is this map's length).
+    pub polling_sessions: std::sync::Arc<crate::sids::PollingSessions>,
+    /// Browser origins (`scheme://host[:port]`) whose pages may use
+    /// long-polling from another origin (CORS); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for SocketConfig {
@@ -71,6 +79,8 @@ impl Default for SocketConfig {
             arbiters: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
             admission: std::sync::Arc::default(),
+            polling_sessions: std::sync::Arc::default(),
+            cors_origins: Vec::new(),
         }
     }
 }
