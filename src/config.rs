@@ -107,6 +107,11 @@ pub struct Config {
     /// Milliseconds to wait for a pong.
     #[arg(long, env = "WS_PING_TIMEOUT", default_value_t = 20_000)]
     pub ws_ping_timeout: u64,
+    /// Origins (`https://app.example.com`, comma-separated) whose browser
+    /// pages may use long-polling across origins (CORS, credentials
+    /// allowed); none by default.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', num_args = 0..)]
+    pub cors_origins: Vec<String>,
     /// Chat messages a user may send per second, across all their sockets
     /// on this node.
     #[arg(long, env = "CHAT_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
@@ -298,6 +303,7 @@ impl std::fmt::Debug for Config {
             .field("ws_max_payload", &self.ws_max_payload)
             .field("ws_ping_interval", &self.ws_ping_interval)
             .field("ws_ping_timeout", &self.ws_ping_timeout)
+            .field("cors_origins", &self.cors_origins)
             .field("chat_rate", &self.chat_rate)
             .field("chat_burst", &self.chat_burst)
             .field("typing_rate", &self.typing_rate)
@@ -387,6 +393,13 @@ mod tests {
             c.pool_settings().unwrap().shared.statement_timeout,
             Duration::from_millis(300)
         );
+    }
+
+    #[test]
+    fn cors_origins_are_a_comma_separated_list() {
+        assert!(config(&[]).cors_origins.is_empty());
+        let c = config(&["--cors-origins=https://a.example,http://localhost:3000"]);
+        assert_eq!(c.cors_origins, vec!["https://a.example", "http://localhost:3000"]);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Realtime actors.
 pub mod bridge;
 pub mod codec;
+mod http;
 pub mod listener;
 mod live;
 pub mod registry;
 pub mod session;
+mod sids;
 pub mod supervisor;
 pub mod writer;
 mod ws;
@@ -14,3 +16,4 @@ pub use session::{
     AckReply, AppFuture, ConnState, ConnectRefusal, ConnectRequest, DisconnectReason, EncodedPacket, Event,
     SendError, SessionHandle, SessionId, SocketApp, SocketConfig,
 };
+pub use sids::PollingSessions;

@@ -3,12 +3,20 @@
 //! DESIGN.md measured an idle socket behind actix-web at about 16 KiB (the
 //! HTTP/1 dispatcher keeps an 8 KiB read and an 8 KiB write buffer for the
 //! socket's life), against under 4 KiB for tokio-tungstenite with a small read
-//! buffer and no write buffer. So this module reads the upgrade request
-//! itself into a buffer that is freed once the socket is upgraded (after
-//! which `crate::ws` frames the socket with no buffer while idle), answers
-//! anything that is not a Socket.IO WebSocket upgrade with a JSON error, and
-//! starts each socket's [`Session`] on one of a fixed set of arbiters, round
-//! robin, where its I/O is then polled.
+//! buffer and no write buffer. So this module reads HTTP requests itself
+//! (`crate::http`), into buffers that live only while a request is read,
+//! and serves each connection on one of a fixed set of arbiters, round
+//! robin:
+//!
+//! - a WebSocket upgrade starts a [`Session`] there, after which
+//!   `crate::ws` frames the socket with no buffer while idle; with the
+//!   `sid` of a long-polling session, the socket is handed to that session
+//!   instead, which may live on another arbiter;
+//! - Engine.IO long-polling is served as HTTP/1.1 with keep-alive: a
+//!   handshake starts a session in polling mode, listed by sid in
+//!   [`PollingSessions`](crate::sids::PollingSessions); a GET waits for
+//!   that session's packets, a POST brings it the client's;
+//! - anything else gets a JSON error.
 
 use std::future::Future;
 use std::io;
@@ -16,22 +24,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Arbiter, ArbiterHandle};
-use serde_json::json;
+use std::collections::VecDeque;
+
+use actix::{Addr, Arbiter, ArbiterHandle};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio::sync::{oneshot, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::codec::engine;
+use crate::http::{self, Head, Parsed, Refusal, Route};
 use crate::live::{LiveGuard, Tracker};
-use crate::session::{Session, SocketApp, SocketConfig};
+use crate::session::{
+    Attach, Close, DisconnectReason, Poll, PollAbandoned, Push, Session, SocketApp, SocketConfig,
+};
 use crate::ws::{WsReader, WsWriter};
-
-/// The path Socket.IO clients connect to.
-const SOCKET_IO_PATH: &str = "/socket.io/";
-
-/// Headers read from an upgrade request; browsers send about 15.
-const MAX_HEADERS: usize = 48;
 
 /// Pause after a failed accept (typically out of file descriptors), so the
 /// loop does not spin while the condition lasts.
@@ -41,6 +50,13 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// connection is dropped (closing with unread data would reset it, and the
 /// client could lose the error response).
 const REFUSAL_DRAIN: Duration = Duration::from_millis(500);
+
+/// How long a kept-alive connection may wait for its next request. Longer
+/// than the 5 s after which Node's HTTP agent drops an idle connection, so
+/// it is the client that closes (the server closing one just as the client
+/// reuses it fails that request); short enough that a polling client's
+/// spare connection does not sit for its whole ping interval.
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(10);
 
 /// Accepts sockets on `listener` until `shutdown` resolves, then closes every
 /// session and returns once they are gone (or `config.shutdown_grace` has passed).
@@ -142,7 +158,7 @@ pub async fn serve_and_drain(
     }
 }
 
-/// An accepted connection on its way to becoming a session.
+/// An accepted connection, served on the arbiter chosen for it.
 struct Connection {
     config: Arc<SocketConfig>,
     app: Arc<dyn SocketApp>,
@@ -151,8 +167,7 @@ struct Connection {
 }
 
 impl Connection {
-    /// Runs on the arbiter chosen for the socket.
-    async fn run(self, stream: std::net::TcpStream, peer: SocketAddr) {
+    async fn run(mut self, stream: std::net::TcpStream, peer: SocketAddr) {
         let stream = match TcpStream::from_std(stream) {
             Ok(stream) => stream,
             Err(error) => {
@@ -164,151 +179,354 @@ impl Connection {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
         }
-        let upgraded =
-            tokio::time::timeout(self.config.handshake_timeout, upgrade(stream, &self.config)).await;
-        let (reader, writer) = match upgraded {
-            Ok(Ok(Some(halves))) => halves,
-            Ok(Ok(None)) => return,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, %peer, "WebSocket handshake failed");
-                return;
-            }
-            Err(_elapsed) => {
-                tracing::debug!(%peer, "WebSocket handshake timed out");
-                return;
-            }
-        };
-        let id = Session::launch(reader, writer, self.config, self.app, self.shutdown, self.live);
-        tracing::debug!(session = %id, %peer, "socket upgraded");
-    }
-}
-
-/// Why an HTTP request is not upgraded: the status line and the JSON error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Refusal {
-    status: u16,
-    code: &'static str,
-    message: &'static str,
-}
-
-/// Seconds a refused client is told to wait when the node sheds load.
-const RETRY_AFTER_SECS: u32 = 5;
-
-impl Refusal {
-    const fn bad_request(code: &'static str, message: &'static str) -> Self {
-        Self {
-            status: 400,
-            code,
-            message,
-        }
-    }
-
-    fn response(&self) -> String {
-        let reason = match self.status {
-            404 => "Not Found",
-            431 => "Request Header Fields Too Large",
-            503 => "Service Unavailable",
-            _ => "Bad Request",
-        };
-        let retry = if self.status == 503 {
-            format!("Retry-After: {RETRY_AFTER_SECS}\r\n")
-        } else {
-            String::new()
-        };
-        let body = json!({"error": {"code": self.code, "message": self.message}}).to_string();
-        format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-             {retry}Connection: close\r\nCache-Control: no-store\r\n\r\n{body}",
-            self.status,
-            body.len(),
-        )
-    }
-}
-
-/// What reading the request head gave.
-enum Head {
-    /// More bytes are needed.
-    Partial,
-    /// A valid upgrade request of `len` bytes; `accept` is the Sec-WebSocket-Accept value.
-    Upgrade {
-        len: usize,
-        accept: String,
-    },
-    Refused(Refusal),
-}
-
-/// Reads the upgrade request and answers it: `Some` socket halves when
-/// upgraded, `None` when refused (the client got its JSON error) or gone.
-async fn upgrade(mut stream: TcpStream, config: &SocketConfig) -> io::Result<Option<(WsReader, WsWriter)>> {
-    // Dropped as soon as the socket is upgraded: idle sockets keep no HTTP buffer.
-    let mut buffer = Vec::with_capacity(1024);
-    let (head_len, accept) = loop {
-        if stream.read_buf(&mut buffer).await? == 0 {
-            return Ok(None);
-        }
-        let head = if buffer.len() > config.max_request_head {
-            Head::Refused(Refusal {
-                status: 431,
-                code: "request_too_large",
-                message: "the request head is too large",
-            })
-        } else {
-            parse_head(&buffer)
-        };
-        match head {
-            Head::Partial => {}
-            Head::Upgrade { len, accept } => {
-                // Checked once the request is whole, so the client gets a
-                // clear answer instead of a reset.
-                if let Some(why) = config.admission.refusal() {
-                    let message = if why == "draining" {
-                        "this node is shutting down; connect again"
-                    } else {
-                        "this node is short of memory; connect again shortly"
-                    };
-                    refuse(
-                        stream,
-                        Refusal {
-                            status: 503,
-                            code: "unavailable",
-                            message,
-                        },
-                    )
-                    .await;
-                    return Ok(None);
+        let mut stream = Some(stream);
+        // Bytes read and not yet used: empty, and so unallocated, between requests.
+        let mut pending = Vec::new();
+        let mut first = true;
+        while let Some(conn) = stream.take() {
+            let wait = if first {
+                self.config.handshake_timeout
+            } else {
+                KEEP_ALIVE_IDLE
+            };
+            first = false;
+            // A request that has arrived is served before a shutdown closes
+            // the connection; one still on its way fails, and the client
+            // connects again, to a node that is not stopping.
+            let head = tokio::select! {
+                biased;
+                head = tokio::time::timeout(wait, read_head(&self.config, &conn, &mut pending)) => head,
+                _ = self.shutdown.wait_for(|stop| *stop) => return,
+            };
+            let head = match head {
+                Ok(Ok(Some(head))) => head,
+                Ok(Ok(None)) => return,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, %peer, "reading a request failed");
+                    return;
                 }
-                break (len, accept);
+                Err(_elapsed) => {
+                    tracing::debug!(%peer, "no request within the timeout");
+                    return;
+                }
+            };
+            match self.serve(conn, head, &mut pending).await {
+                Ok(Some(conn)) if !*self.shutdown.borrow() => stream = Some(conn),
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::debug!(%error, %peer, "serving a request failed");
+                    return;
+                }
             }
-            Head::Refused(refusal) => {
-                refuse(stream, refusal).await;
+            if pending.is_empty() {
+                // A connection between requests holds no buffer.
+                pending = Vec::new();
+            }
+        }
+    }
+}
+
+/// The next request head, consumed from `pending`; `None` when the client
+/// closed between requests.
+async fn read_head(
+    config: &SocketConfig,
+    stream: &TcpStream,
+    pending: &mut Vec<u8>,
+) -> io::Result<Option<Head>> {
+    loop {
+        if !pending.is_empty() {
+            // Parsed before the size is checked: a body may follow the head.
+            match http::parse_head(pending, config.max_payload, &config.cors_origins) {
+                Parsed::Complete(head) => {
+                    pending.drain(..head.len.min(pending.len()));
+                    return Ok(Some(head));
+                }
+                Parsed::Partial if pending.len() > config.max_request_head => {
+                    return Ok(Some(Head {
+                        len: pending.len(),
+                        route: Route::Refused(Refusal {
+                            status: 431,
+                            code: "request_too_large",
+                            message: "the request head is too large",
+                            engine: None,
+                        }),
+                        keep_alive: false,
+                        cors: String::new(),
+                    }));
+                }
+                Parsed::Partial => {}
+            }
+        }
+        if !http::read_more(stream, pending).await? {
+            return if pending.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+    }
+}
+
+impl Connection {
+    /// Serves one request; gives the connection back when it may serve another.
+    async fn serve(
+        &mut self,
+        mut stream: TcpStream,
+        head: Head,
+        pending: &mut Vec<u8>,
+    ) -> io::Result<Option<TcpStream>> {
+        let Head {
+            route,
+            keep_alive,
+            cors,
+            ..
+        } = head;
+        let sessions = Arc::clone(&self.config.polling_sessions);
+        let response = match route {
+            Route::Refused(refusal) => return refused(stream, refusal, &cors).await,
+            Route::WebSocket { accept, sid: None } => {
+                if let Some(refusal) = self.admission() {
+                    return refused(stream, refusal, &cors).await;
+                }
+                let (reader, writer) = websocket(stream, &accept, pending, &self.config).await?;
+                let id = Session::launch(
+                    reader,
+                    writer,
+                    Arc::clone(&self.config),
+                    Arc::clone(&self.app),
+                    self.shutdown.clone(),
+                    self.live.sibling(),
+                );
+                tracing::debug!(session = %id, "socket upgraded");
                 return Ok(None);
             }
-        }
-    };
+            Route::WebSocket {
+                accept,
+                sid: Some(sid),
+            } => {
+                let Some(session) = sessions.get(&sid) else {
+                    return refused(stream, Refusal::unknown_sid(), &cors).await;
+                };
+                hand_over(stream, &accept, pending, session).await?;
+                return Ok(None);
+            }
+            Route::Preflight { allow_headers } => {
+                http::preflight_response(&cors, allow_headers.as_deref(), keep_alive)
+            }
+            Route::Handshake => {
+                if let Some(refusal) = self.admission() {
+                    return refused(stream, refusal, &cors).await;
+                }
+                let (first, open) = oneshot::channel();
+                let id = Session::launch_polling(
+                    first,
+                    &sessions,
+                    Arc::clone(&self.config),
+                    Arc::clone(&self.app),
+                    self.shutdown.clone(),
+                    self.live.sibling(),
+                );
+                tracing::debug!(session = %id, "long-polling session opened");
+                match open.await {
+                    Ok(open) => http::ok_response(PAYLOAD_TYPE, &open, &cors, keep_alive),
+                    // The session ended before it began (the node is stopping).
+                    Err(_) => {
+                        let refusal = Refusal::unavailable("this node is shutting down; connect again");
+                        return refused(stream, refusal, &cors).await;
+                    }
+                }
+            }
+            Route::Poll { sid } => {
+                let Some(session) = sessions.get(&sid) else {
+                    return refused(stream, Refusal::unknown_sid(), &cors).await;
+                };
+                let (reply, answer) = oneshot::channel();
+                match session.send(Poll { reply }).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        let refusal = Refusal::bad_request(
+                            "a long-poll was already waiting (the session is closed), or the session was upgraded",
+                        );
+                        return refused(stream, refusal, &cors).await;
+                    }
+                    Err(_) => return refused(stream, Refusal::unknown_sid(), &cors).await,
+                }
+                match wait_answer(&stream, answer, pending).await {
+                    Some(payload) => http::ok_response(PAYLOAD_TYPE, &payload, &cors, keep_alive),
+                    None => {
+                        // Best effort: a full mailbox means the session is
+                        // closing anyway, and it notices at its next flush.
+                        let _ = session.try_send(PollAbandoned);
+                        return Ok(None);
+                    }
+                }
+            }
+            Route::TooLarge { sid } => {
+                if let Some(session) = sessions.get(&sid) {
+                    tracing::warn!("closing socket: long-polling payload over maxPayload");
+                    let _ = session.try_send(Close(DisconnectReason::PayloadTooLarge));
+                }
+                let refusal = Refusal {
+                    status: 413,
+                    code: "payload_too_large",
+                    message: "the payload is over maxPayload; the session is closed",
+                    engine: None,
+                };
+                return refused(stream, refusal, &cors).await;
+            }
+            Route::Push { sid, length } => {
+                let Some(session) = sessions.get(&sid) else {
+                    return refused(stream, Refusal::unknown_sid(), &cors).await;
+                };
+                let body = tokio::time::timeout(
+                    self.config.handshake_timeout,
+                    http::read_body(&stream, pending, length),
+                )
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+                if let Err(refusal) = push(&session, body).await {
+                    return refused(stream, refusal, &cors).await;
+                }
+                // text/html, as engine.io answers: some browsers offered
+                // text/plain answers to POSTs as downloads.
+                http::ok_response("text/html", "ok", &cors, keep_alive)
+            }
+        };
+        stream.write_all(response.as_bytes()).await?;
+        Ok(keep_alive.then_some(stream))
+    }
 
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    stream.write_all(response.as_bytes()).await?;
+    /// The refusal a new session gets from a node that sheds or drains.
+    fn admission(&self) -> Option<Refusal> {
+        self.config.admission.refusal().map(|why| {
+            Refusal::unavailable(if why == "draining" {
+                "this node is shutting down; connect again"
+            } else {
+                "this node is short of memory; connect again shortly"
+            })
+        })
+    }
+}
 
+/// The Content-Type of a long-polling payload, as engine.io sends it.
+const PAYLOAD_TYPE: &str = "text/plain; charset=UTF-8";
+
+/// Refuses the request; the connection is done.
+async fn refused(stream: TcpStream, refusal: Refusal, cors: &str) -> io::Result<Option<TcpStream>> {
+    refuse(stream, refusal, cors).await;
+    Ok(None)
+}
+
+/// Answers a WebSocket upgrade and frames the socket.
+async fn websocket(
+    mut stream: TcpStream,
+    accept: &str,
+    pending: &mut Vec<u8>,
+    config: &SocketConfig,
+) -> io::Result<(WsReader, WsWriter)> {
+    stream.write_all(switching_protocols(accept).as_bytes()).await?;
     // Frames the client sent right behind its request, if any.
-    let early = buffer.split_off(head_len);
-    drop(buffer);
+    let early = std::mem::take(pending);
     let (read, write) = stream.into_split();
     let reader = WsReader::new(read, early, config.read_buffer_size, config.max_payload);
-    Ok(Some((reader, WsWriter::new(write))))
+    Ok((reader, WsWriter::new(write)))
+}
+
+fn switching_protocols(accept: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+}
+
+/// Answers a WebSocket upgrade for a long-polling session and hands the
+/// socket to that session, on whichever arbiter it lives; closes it if the
+/// session takes none now (engine.io upgrades, then closes, too).
+async fn hand_over(
+    mut stream: TcpStream,
+    accept: &str,
+    pending: &mut Vec<u8>,
+    session: Addr<Session>,
+) -> io::Result<()> {
+    stream.write_all(switching_protocols(accept).as_bytes()).await?;
+    let early = std::mem::take(pending);
+    // Detached from this arbiter's reactor, for the session's to take.
+    let taken = session.send(Attach {
+        stream: stream.into_std()?,
+        early,
+    });
+    let Ok(Err(refused)) = taken.await else {
+        // Taken, or the session is gone (and dropping the socket closes it).
+        return Ok(());
+    };
+    let (_, write) = TcpStream::from_std(refused)?.into_split();
+    let close = Message::Close(Some(CloseFrame {
+        code: CloseCode::Policy,
+        reason: "this session takes no WebSocket now".into(),
+    }));
+    WsWriter::new(write).send(VecDeque::from([close])).await
+}
+
+/// Waits for the session's answer to a long-poll, watching the connection
+/// meanwhile: `None` once the client has closed it. Bytes the client sends
+/// meanwhile (a pipelined request) are kept in `pending` for later.
+async fn wait_answer(
+    stream: &TcpStream,
+    mut answer: oneshot::Receiver<String>,
+    pending: &mut Vec<u8>,
+) -> Option<String> {
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            // A session that vanished without answering has ended.
+            payload = &mut answer => return Some(payload.unwrap_or_else(|_| engine::CLOSE_PACKET.to_owned())),
+            readable = stream.readable(), if watching => {
+                if readable.is_err() {
+                    return None;
+                }
+                let mut chunk = [0_u8; 512];
+                match stream.try_read(&mut chunk) {
+                    Ok(0) => return None,
+                    Ok(read) => {
+                        pending.extend_from_slice(&chunk[..read]);
+                        watching = false;
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return None,
+                }
+            }
+        }
+    }
+}
+
+/// Decodes a POST's payload and gives its packets to the session.
+async fn push(session: &Addr<Session>, body: Vec<u8>) -> Result<(), Refusal> {
+    let malformed = |what: &str| {
+        tracing::warn!(reason = what, "closing socket: malformed long-polling payload");
+        let _ = session.try_send(Close(DisconnectReason::ProtocolError));
+        Refusal::bad_request("the payload is malformed; the session is closed")
+    };
+    let Ok(body) = String::from_utf8(body) else {
+        return Err(malformed("not UTF-8"));
+    };
+    let packets = match engine::decode_payload(&body) {
+        Ok(packets) => packets,
+        Err(error) => return Err(malformed(&error.to_string())),
+    };
+    match session.send(Push { packets }).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Refusal::bad_request(
+            "the payload broke the protocol, or the session was upgraded",
+        )),
+        Err(_) => Err(Refusal::unknown_sid()),
+    }
 }
 
 /// Sends the JSON error, then lets the client finish sending before closing.
-async fn refuse(mut stream: TcpStream, refusal: Refusal) {
-    tracing::debug!(
-        status = refusal.status,
-        code = refusal.code,
-        "refusing a socket request"
-    );
+async fn refuse(mut stream: TcpStream, refusal: Refusal, cors: &str) {
+    tracing::debug!(status = refusal.status, code = refusal.code, "refusing a request");
     let sent = async {
-        stream.write_all(refusal.response().as_bytes()).await?;
+        stream.write_all(refusal.response(cors).as_bytes()).await?;
         stream.shutdown().await
     };
     if sent.await.is_err() {
@@ -319,190 +537,4 @@ async fn refuse(mut stream: TcpStream, refusal: Refusal) {
         while matches!(stream.read(&mut sink).await, Ok(read) if read > 0) {}
     };
     let _ = tokio::time::timeout(REFUSAL_DRAIN, drain).await;
-}
-
-/// Parses and checks the request head in `buffer`.
-fn parse_head(buffer: &[u8]) -> Head {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    match request.parse(buffer) {
-        Ok(httparse::Status::Partial) => Head::Partial,
-        Ok(httparse::Status::Complete(len)) => match check_request(&request) {
-            Ok(accept) => Head::Upgrade { len, accept },
-            Err(refusal) => Head::Refused(refusal),
-        },
-        Err(_) => Head::Refused(Refusal::bad_request(
-            "bad_request",
-            "the request is not valid HTTP/1.1",
-        )),
-    }
-}
-
-/// Checks that the request is `GET /socket.io/?EIO=4&transport=websocket`
-/// with WebSocket upgrade headers, and returns the Sec-WebSocket-Accept value.
-fn check_request(request: &httparse::Request<'_, '_>) -> Result<String, Refusal> {
-    let target = request.path.unwrap_or_default();
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if path != SOCKET_IO_PATH && path != SOCKET_IO_PATH.trim_end_matches('/') {
-        return Err(Refusal {
-            status: 404,
-            code: "not_found",
-            message: "sockets are served under /socket.io/",
-        });
-    }
-
-    let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-            .find_map(|(key, value)| (key == name).then_some(value))
-    };
-    if param("EIO") != Some("4") {
-        return Err(Refusal::bad_request(
-            "unsupported_protocol_version",
-            "only Engine.IO v4 is supported (EIO=4)",
-        ));
-    }
-    match param("transport") {
-        Some("websocket") => {}
-        Some("polling") => {
-            return Err(Refusal::bad_request(
-                "unsupported_transport",
-                "HTTP long-polling is not supported; use transport=websocket",
-            ));
-        }
-        _ => {
-            return Err(Refusal::bad_request(
-                "unknown_transport",
-                "the transport must be websocket",
-            ));
-        }
-    }
-    if param("sid").is_some() {
-        return Err(Refusal::bad_request(
-            "unknown_sid",
-            "sessions cannot be upgraded or resumed; connect without sid",
-        ));
-    }
-    if request.method != Some("GET") {
-        return Err(Refusal::bad_request(
-            "bad_method",
-            "a WebSocket upgrade is a GET request",
-        ));
-    }
-
-    let header = |name: &str| {
-        request
-            .headers
-            .iter()
-            .find(|header| header.name.eq_ignore_ascii_case(name))
-            .and_then(|header| std::str::from_utf8(header.value).ok())
-            .map(str::trim)
-    };
-    let has_token = |value: Option<&str>, token: &str| {
-        value.is_some_and(|value| {
-            value
-                .split(',')
-                .any(|item| item.trim().eq_ignore_ascii_case(token))
-        })
-    };
-    if !has_token(header("upgrade"), "websocket") || !has_token(header("connection"), "upgrade") {
-        return Err(Refusal::bad_request(
-            "upgrade_required",
-            "expected a WebSocket upgrade request",
-        ));
-    }
-    if header("sec-websocket-version") != Some("13") {
-        return Err(Refusal::bad_request(
-            "unsupported_websocket_version",
-            "only WebSocket version 13 is supported",
-        ));
-    }
-    let key = header("sec-websocket-key")
-        .filter(|key| !key.is_empty())
-        .ok_or(Refusal::bad_request(
-            "bad_handshake",
-            "Sec-WebSocket-Key is missing",
-        ))?;
-    Ok(derive_accept_key(key.as_bytes()))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::{Head, parse_head};
-
-    fn head(request: &str) -> Head {
-        parse_head(request.as_bytes())
-    }
-
-    fn refused(request: &str) -> (u16, &'static str) {
-        match head(request) {
-            Head::Refused(refusal) => (refusal.status, refusal.code),
-            Head::Partial => panic!("partial"),
-            Head::Upgrade { .. } => panic!("upgraded"),
-        }
-    }
-
-    const UPGRADE_HEADERS: &str = "Host: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-
-    #[test]
-    fn accepts_an_engine_io_v4_websocket_upgrade() {
-        let request = format!("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n{UPGRADE_HEADERS}");
-        match head(&request) {
-            // The example key and answer of RFC 6455, section 1.3.
-            Head::Upgrade { len, accept } => {
-                assert_eq!(len, request.len());
-                assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-            }
-            _ => panic!("not upgraded"),
-        }
-    }
-
-    #[test]
-    fn incomplete_heads_wait_for_more() {
-        assert!(matches!(
-            head("GET /socket.io/?EIO=4&transport=web"),
-            Head::Partial
-        ));
-    }
-
-    #[test]
-    fn refuses_what_is_not_a_socket_io_upgrade() {
-        let with = |line: &str| format!("{line}\r\n{UPGRADE_HEADERS}");
-        let cases = [
-            (with("GET /chat HTTP/1.1"), (404, "not_found")),
-            (
-                with("GET /socket.io/?EIO=3&transport=websocket HTTP/1.1"),
-                (400, "unsupported_protocol_version"),
-            ),
-            (
-                with("GET /socket.io/?transport=websocket HTTP/1.1"),
-                (400, "unsupported_protocol_version"),
-            ),
-            (
-                with("GET /socket.io/?EIO=4&transport=polling HTTP/1.1"),
-                (400, "unsupported_transport"),
-            ),
-            (with("GET /socket.io/?EIO=4 HTTP/1.1"), (400, "unknown_transport")),
-            (
-                with("GET /socket.io/?EIO=4&transport=websocket&sid=abc HTTP/1.1"),
-                (400, "unknown_sid"),
-            ),
-            (
-                with("POST /socket.io/?EIO=4&transport=websocket HTTP/1.1"),
-                (400, "bad_method"),
-            ),
-            (
-                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
-                (400, "upgrade_required"),
-            ),
-            ("GARBAGE\r\n\r\n".to_owned(), (400, "bad_request")),
-        ];
-        for (request, expected) in cases {
-            assert_eq!(refused(&request), expected, "{request}");
-        }
-    }
 }

@@ -55,6 +55,12 @@ impl LiveGuard {
         }
         Self(Arc::clone(tracker))
     }
+
+    /// Another guard on the same tracker, for a connection that starts a
+    /// session living on after it (a long-polling handshake).
+    pub(crate) fn sibling(&self) -> Self {
+        Self::new(&self.0)
+    }
 }
 
 impl Drop for LiveGuard {

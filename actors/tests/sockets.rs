@@ -314,9 +314,14 @@ async fn bad_handshakes_get_json_errors() {
             "unsupported_protocol_version",
         ),
         (
-            format!("GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n{upgrade}"),
+            format!("GET /socket.io/?EIO=4&transport=abc HTTP/1.1\r\n{upgrade}"),
             400,
-            "unsupported_transport",
+            "unknown_transport",
+        ),
+        (
+            format!("GET /socket.io/?EIO=4&transport=websocket&sid=nope HTTP/1.1\r\n{upgrade}"),
+            400,
+            "unknown_sid",
         ),
         (format!("GET /elsewhere HTTP/1.1\r\n{upgrade}"), 404, "not_found"),
         (
@@ -328,7 +333,7 @@ async fn bad_handshakes_get_json_errors() {
             "POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
                 .to_owned(),
             400,
-            "unsupported_transport",
+            "bad_method",
         ),
     ];
     for (request, status, code) in cases {
@@ -576,4 +581,514 @@ async fn shutdown_closes_every_session_and_returns() {
             .all(|(_, _, reason)| *reason == DisconnectReason::ServerShutdown)
     );
     assert!(TcpStream::connect(server.addr).await.is_err(), "still accepting");
+}
+
+// ---- HTTP long-polling ----
+
+const POLLING: &str = "/socket.io/?EIO=4&transport=polling";
+
+/// A response read off a connection: status, head, body.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Response {
+    /// The body as JSON (the refusals).
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {self:?}"))
+    }
+
+    /// Engine.IO's error code of a refusal.
+    fn engine_code(&self) -> Value {
+        self.json()["code"].clone()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// A kept-alive HTTP/1.1 connection, written and read by hand.
+struct Http {
+    tcp: TcpStream,
+    read: Vec<u8>,
+}
+
+impl Http {
+    async fn connect(addr: SocketAddr) -> Self {
+        Self {
+            tcp: TcpStream::connect(addr).await.unwrap(),
+            read: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, method: &str, target: &str, headers: &str, body: &str) {
+        let request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.tcp.write_all(request.as_bytes()).await.unwrap();
+    }
+
+    /// The next response, by its Content-Length.
+    async fn response(&mut self) -> Response {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(end) = self.read.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8(self.read[..end].to_vec()).unwrap();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("Content-Length: "))
+                        .map_or(0, |n| n.parse().unwrap());
+                    if self.read.len() >= end + 4 + length {
+                        let body = String::from_utf8(self.read[end + 4..end + 4 + length].to_vec()).unwrap();
+                        self.read.drain(..end + 4 + length);
+                        let status = head[9..12].parse().unwrap();
+                        return Response { status, head, body };
+                    }
+                }
+                let mut chunk = [0_u8; 4096];
+                let read = self.tcp.read(&mut chunk).await.unwrap();
+                assert!(read > 0, "the server closed the connection");
+                self.read.extend_from_slice(&chunk[..read]);
+            }
+        })
+        .await
+        .expect("a response in time")
+    }
+
+    async fn request(&mut self, method: &str, target: &str, body: &str) -> Response {
+        self.send(method, target, "", body).await;
+        self.response().await
+    }
+
+    /// Whether the server closes the connection within WAIT.
+    async fn closed(&mut self) -> bool {
+        let mut chunk = [0_u8; 64];
+        matches!(
+            tokio::time::timeout(WAIT, self.tcp.read(&mut chunk)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+}
+
+/// One request on a connection of its own.
+async fn once(addr: SocketAddr, method: &str, target: &str, body: &str) -> Response {
+    Http::connect(addr).await.request(method, target, body).await
+}
+
+/// A long-polling client: a kept-alive connection for GETs, another for POSTs.
+struct Poller {
+    sid: String,
+    open: Value,
+    gets: Http,
+    posts: Http,
+}
+
+impl Poller {
+    async fn open(addr: SocketAddr) -> Self {
+        let mut gets = Http::connect(addr).await;
+        let open = gets.request("GET", POLLING, "").await;
+        assert_eq!(open.status, 200, "{open:?}");
+        assert_eq!(open.header("Content-Type"), Some("text/plain; charset=UTF-8"));
+        let json: Value = serde_json::from_str(open.body.strip_prefix('0').expect("OPEN")).unwrap();
+        Self {
+            sid: json["sid"].as_str().unwrap().to_owned(),
+            open: json,
+            gets,
+            posts: Http::connect(addr).await,
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("{POLLING}&sid={}", self.sid)
+    }
+
+    /// A long-poll's answer.
+    async fn get(&mut self) -> Response {
+        let target = self.target();
+        self.gets.request("GET", &target, "").await
+    }
+
+    /// The packets of the next long-poll that are not PINGs (which are answered).
+    async fn packets(&mut self) -> Vec<String> {
+        loop {
+            let answer = self.get().await;
+            assert_eq!(answer.status, 200, "{answer:?}");
+            let packets: Vec<String> = answer.body.split('\x1e').map(str::to_owned).collect();
+            let pings = packets.iter().filter(|p| *p == "2").count();
+            for _ in 0..pings {
+                assert_eq!(self.post("3").await.status, 200);
+            }
+            let rest: Vec<String> = packets.into_iter().filter(|p| p != "2").collect();
+            if !rest.is_empty() {
+                return rest;
+            }
+        }
+    }
+
+    async fn post(&mut self, body: &str) -> Response {
+        let target = self.target();
+        self.posts.request("POST", &target, body).await
+    }
+
+    /// Opens and joins the main namespace.
+    async fn connected(addr: SocketAddr) -> Self {
+        let mut poller = Self::open(addr).await;
+        let posted = poller.post("40").await;
+        assert_eq!((posted.status, posted.body.as_str()), (200, "ok"));
+        assert_eq!(posted.header("Content-Type"), Some("text/html"));
+        let answer = poller.packets().await;
+        assert!(answer[0].starts_with("40{\"sid\":"), "{answer:?}");
+        poller
+    }
+}
+
+/// Waits until the server lists no polling session.
+async fn no_polling_sessions(sessions: &aurum_actors::PollingSessions) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !sessions.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(sessions.len(), 0, "polling sessions left behind");
+}
+
+/// `fast_config`, keeping a handle on the polling sessions' map.
+fn polling_config() -> (SocketConfig, Arc<aurum_actors::PollingSessions>) {
+    let config = SocketConfig {
+        cors_origins: vec!["https://app.example".to_owned()],
+        ..fast_config()
+    };
+    let sessions = Arc::clone(&config.polling_sessions);
+    (config, sessions)
+}
+
+#[actix::test]
+async fn a_polling_client_chats_with_acks_and_binary_over_kept_alive_connections() {
+    let (config, sessions) = polling_config();
+    let mut server = start(config).await;
+    let mut client = Poller::connected(server.addr).await;
+    assert_eq!(client.open["upgrades"], json!(["websocket"]));
+    assert_eq!(client.open["maxPayload"], json!(10_000));
+    assert_eq!(sessions.len(), 1);
+
+    // Two packets in one POST; their answers come in one GET or two.
+    let posted = client.post("421[\"ack\",1]\x1e422[\"ack\",2]").await;
+    assert_eq!(posted.status, 200);
+    let mut answers = client.packets().await;
+    if answers.len() < 2 {
+        answers.extend(client.packets().await);
+    }
+    assert_eq!(answers, vec!["431[1]", "432[2]"]);
+
+    // A binary attachment goes both ways as base64 behind `b`.
+    let posted = client
+        .post("451-[\"echo\",{\"_placeholder\":true,\"num\":0}]\x1ebAQID")
+        .await;
+    assert_eq!(posted.status, 200);
+    let mut echo = client.packets().await;
+    if echo.len() < 2 {
+        echo.extend(client.packets().await);
+    }
+    assert_eq!(
+        echo,
+        vec!["451-[\"echo-back\",{\"_placeholder\":true,\"num\":0}]", "bAQID"]
+    );
+
+    // The client's CLOSE ends the session: gone from the map, disconnected once.
+    assert_eq!(client.post("1").await.status, 200);
+    let disconnects = server.app.wait_disconnects(1).await;
+    assert_eq!(disconnects.len(), 1, "{disconnects:?}");
+    assert_eq!(disconnects[0].2, DisconnectReason::TransportClose);
+    no_polling_sessions(&sessions).await;
+    let after = client.get().await;
+    assert_eq!((after.status, after.engine_code()), (400, json!(1)));
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn polling_heartbeats_and_a_client_that_stops_polling_times_out() {
+    let (config, sessions) = polling_config();
+    let mut server = start(config).await;
+    let mut client = Poller::connected(server.addr).await;
+    // Pings come in GETs and are answered in POSTs: three rounds keep it open.
+    for _ in 0..3 {
+        let ping = client.get().await;
+        assert_eq!(ping.body, "2");
+        assert_eq!(client.post("3").await.status, 200);
+    }
+    assert!(server.app.disconnects().is_empty());
+    // No more polls: the next ping is never seen, so never answered.
+    let disconnects = server.app.wait_disconnects(1).await;
+    assert_eq!(disconnects.len(), 1, "{disconnects:?}");
+    assert_eq!(disconnects[0].2, DisconnectReason::PingTimeout);
+    no_polling_sessions(&sessions).await;
+    let stale = client.get().await;
+    assert_eq!((stale.status, stale.engine_code()), (400, json!(1)));
+    assert_eq!(stale.json()["message"], json!("Session ID unknown"));
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn bad_polling_requests_get_engine_io_s_answers_and_leave_nothing_behind() {
+    let (config, sessions) = polling_config();
+    let mut server = start(config).await;
+    let addr = server.addr;
+
+    // Unknown sids, whatever the method.
+    let unknown = format!("{POLLING}&sid=AAAAAAAAAAAAAAAAAAAA");
+    for method in ["GET", "POST"] {
+        let answer = once(addr, method, &unknown, "40").await;
+        assert_eq!((answer.status, answer.engine_code()), (400, json!(1)), "{method}");
+        assert_eq!(answer.json()["error"]["code"], json!("unknown_sid"));
+    }
+    // A handshake is a GET.
+    let answer = once(addr, "POST", POLLING, "40").await;
+    assert_eq!((answer.status, answer.engine_code()), (400, json!(2)));
+
+    // A POST over maxPayload: 413, and the session is closed.
+    let mut big = Poller::connected(addr).await;
+    let answer = big.post(&format!("42[\"ack\",\"{}\"]", "x".repeat(10_001))).await;
+    assert_eq!(answer.status, 413, "{answer:?}");
+    // Malformed payloads: 400 "Bad request", and the session is closed.
+    let mut malformed = Vec::new();
+    for body in ["4\x1e\x1e3", "b!!!", "9", "42[\"ack\"", ""] {
+        let mut client = Poller::connected(addr).await;
+        let answer = client.post(body).await;
+        assert_eq!(
+            (answer.status, answer.engine_code()),
+            (400, json!(3)),
+            "{body:?}: {answer:?}"
+        );
+        malformed.push(client);
+    }
+    // Two long-polls at once: the second is refused, the session closed
+    // and the first released with CLOSE.
+    let mut twice = Poller::connected(addr).await;
+    let target = twice.target();
+    twice.gets.send("GET", &target, "", "").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = once(addr, "GET", &target, "").await;
+    assert_eq!((second.status, second.engine_code()), (400, json!(3)));
+    assert_eq!(twice.gets.response().await.body, "1");
+
+    // Every session above is gone, each disconnected once.
+    let closed = 2 + malformed.len();
+    let disconnects = server.app.wait_disconnects(closed).await;
+    assert_eq!(disconnects.len(), closed, "{disconnects:?}");
+    assert_eq!(server.app.connected().len(), closed);
+    no_polling_sessions(&sessions).await;
+    for client in [&big, &twice].into_iter().chain(&malformed) {
+        let after = once(addr, "POST", &client.target(), "3").await;
+        assert_eq!((after.status, after.engine_code()), (400, json!(1)));
+    }
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn cors_preflights_and_answers_name_only_allowed_origins() {
+    let (config, _) = polling_config();
+    let mut server = start(config).await;
+    let addr = server.addr;
+    let preflight = |origin: &'static str| async move {
+        let mut http = Http::connect(addr).await;
+        let headers = format!(
+            "Origin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: content-type\r\n"
+        );
+        http.send("OPTIONS", POLLING, &headers, "").await;
+        http.response().await
+    };
+    let allowed = preflight("https://app.example").await;
+    assert_eq!(allowed.status, 204);
+    assert_eq!(
+        allowed.header("Access-Control-Allow-Origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(allowed.header("Access-Control-Allow-Credentials"), Some("true"));
+    assert_eq!(
+        allowed.header("Access-Control-Allow-Headers"),
+        Some("content-type")
+    );
+    assert!(
+        allowed
+            .header("Access-Control-Allow-Methods")
+            .unwrap()
+            .contains("POST")
+    );
+    let refused = preflight("https://evil.example").await;
+    assert_eq!(refused.status, 204);
+    assert_eq!(refused.header("Access-Control-Allow-Origin"), None);
+    assert_eq!(refused.header("Vary"), Some("Origin"));
+
+    // The handshake itself: the origin echoed for an allowed page only.
+    for (origin, echoed) in [
+        ("https://app.example", Some("https://app.example")),
+        ("https://evil.example", None),
+    ] {
+        let mut http = Http::connect(addr).await;
+        http.send("GET", POLLING, &format!("Origin: {origin}\r\n"), "")
+            .await;
+        let open = http.response().await;
+        assert_eq!(open.status, 200);
+        assert_eq!(open.header("Access-Control-Allow-Origin"), echoed);
+    }
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn an_upgrade_moves_the_session_to_websocket_and_sends_each_packet_once() {
+    let (config, sessions) = polling_config();
+    let mut server = start(config).await;
+    let mut client = Poller::connected(server.addr).await;
+
+    // A GET waits while the client opens the WebSocket and probes it.
+    let target = client.target();
+    client.gets.send("GET", &target, "", "").await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&sid={}",
+        server.addr, client.sid
+    );
+    let (mut ws, response) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    assert_eq!(response.status(), 101);
+    ws.send(Message::text("2probe")).await.unwrap();
+    let probe = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(probe, Message::text("3probe"));
+    // The waiting GET is released (NOOP, unless a ping beat it).
+    let mut on_polling: Vec<String> = Vec::new();
+    let released = client.gets.response().await.body;
+    on_polling.extend(released.split('\x1e').map(str::to_owned));
+    // Acks asked for while both transports are open ...
+    for id in 1..=20 {
+        assert_eq!(client.post(&format!("42{id}[\"ack\",{id}]")).await.status, 200);
+    }
+    ws.send(Message::text("5")).await.unwrap();
+    // ... each arrive exactly once, on one transport or the other.
+    let mut on_websocket = Vec::new();
+    while on_websocket
+        .iter()
+        .chain(&on_polling)
+        .filter(|p| p.starts_with("43"))
+        .count()
+        < 20
+    {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(text) if text.as_str() == "2" => ws.send(Message::text("3")).await.unwrap(),
+            Message::Text(text) => on_websocket.push(text.as_str().to_owned()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut acks: Vec<String> = on_polling
+        .iter()
+        .chain(&on_websocket)
+        .filter(|p| p.starts_with("43"))
+        .cloned()
+        .collect();
+    acks.sort();
+    let mut expected: Vec<String> = (1..=20).map(|id| format!("43{id}[{id}]")).collect();
+    expected.sort();
+    assert_eq!(acks, expected);
+
+    // The session lives on the WebSocket now: polling for it is refused,
+    // and a second WebSocket for the sid is closed.
+    let late = client.get().await;
+    assert_eq!((late.status, late.engine_code()), (400, json!(3)));
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&sid={}",
+        server.addr, client.sid
+    );
+    let (mut second, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    assert!(matches!(
+        tokio::time::timeout(WAIT, second.next()).await.unwrap(),
+        None | Some(Ok(Message::Close(_)) | Err(_))
+    ));
+    ws.send(Message::text("421[\"ack\",\"on ws\"]")).await.unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(text) if text.as_str() == "2" => ws.send(Message::text("3")).await.unwrap(),
+            other => {
+                assert_eq!(other, Message::text("431[\"on ws\"]"));
+                break;
+            }
+        }
+    }
+    assert!(server.app.disconnects().is_empty());
+    ws.close(None).await.unwrap();
+    let disconnects = server.app.wait_disconnects(1).await;
+    assert_eq!(disconnects.len(), 1, "{disconnects:?}");
+    no_polling_sessions(&sessions).await;
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn a_failed_probe_leaves_the_client_polling() {
+    let (config, _) = polling_config();
+    let mut server = start(config).await;
+    let mut client = Poller::connected(server.addr).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&sid={}",
+        server.addr, client.sid
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    // Not a probe: the WebSocket is dropped, the session stays on polling.
+    ws.send(Message::text("42[\"ack\"]")).await.unwrap();
+    assert!(matches!(
+        tokio::time::timeout(WAIT, ws.next()).await.unwrap(),
+        None | Some(Ok(Message::Close(_)) | Err(_))
+    ));
+    assert_eq!(client.post("421[\"ack\",\"still\"]").await.status, 200);
+    assert_eq!(client.packets().await, vec!["431[\"still\"]"]);
+    assert!(server.app.disconnects().is_empty());
+    server.shutdown().await;
+}
+
+#[actix::test]
+async fn a_draining_node_refuses_polling_handshakes_but_serves_its_sessions() {
+    let (config, _) = polling_config();
+    let admission = Arc::clone(&config.admission);
+    let mut server = start(config).await;
+    let mut client = Poller::connected(server.addr).await;
+    admission.set_draining();
+    let refused = once(server.addr, "GET", POLLING, "").await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("Retry-After"), Some("5"));
+    assert_eq!(client.post("421[\"ack\",1]").await.status, 200);
+    assert_eq!(client.packets().await, vec!["431[1]"]);
+
+    // Shutdown releases the waiting GET with CLOSE (no DISCONNECT: the
+    // client reconnects elsewhere) and closes the kept-alive connection.
+    let target = client.target();
+    client.gets.send("GET", &target, "", "").await;
+    // Waiting in the session before the shutdown begins.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.shutdown().await;
+    let last = client.gets.response().await;
+    assert_eq!(last.body, "1");
+    assert!(client.gets.closed().await);
+    let disconnects = server.app.disconnects();
+    assert_eq!(disconnects.len(), 1, "{disconnects:?}");
+    assert_eq!(disconnects[0].2, DisconnectReason::ServerShutdown);
 }

@@ -19,8 +19,13 @@ function tokenFor(user, ttl) {
   return `${unsigned}.${createHmac("sha256", jwtSecret).update(unsigned).digest("base64url")}`;
 }
 
+// AURUM_TRANSPORTS picks the client's transports: "websocket", "polling",
+// or "default" (no option: long-polling first, then the upgrade).
+const transports = process.env.AURUM_TRANSPORTS ?? "websocket";
+const transportOptions = transports === "default" ? {} : { transports: transports.split(",") };
+
 function connect(token, extra = {}) {
-  return io(url, { auth: { token, ...extra }, transports: ["websocket"], reconnection: false, forceNew: true });
+  return io(url, { auth: { token, ...extra }, ...transportOptions, reconnection: false, forceNew: true });
 }
 
 function once(socket, event, ms = 5000) {
@@ -39,6 +44,22 @@ async function connected(token, extra) {
   await once(socket, "connect");
   return socket;
 }
+
+test("the transport is the one asked for, upgraded from polling by default", async () => {
+  const socket = await connected(tokenA);
+  try {
+    if (transports === "default") {
+      // The handshake is on polling; the upgrade follows.
+      if (socket.io.engine.transport.name !== "websocket") await once(socket.io.engine, "upgrade");
+    }
+    const expected = transports === "polling" ? "polling" : "websocket";
+    assert.equal(socket.io.engine.transport.name, expected);
+    const ack = await emitAck(socket, "chat_message", { recipient_id: userB, message: `over ${transports}` });
+    assert.equal(ack.ok, true);
+  } finally {
+    socket.close();
+  }
+});
 
 test("a bad token gets connect_error with code unauthorized", async () => {
   for (const token of ["not-a-jwt", undefined]) {
@@ -153,7 +174,7 @@ test("a socket whose token expires is told, and reconnects by itself with a fres
   // `auth` as a function runs on every (re)connect: the first token lives 2 s, the next an hour.
   const socket = io(url, {
     auth: (send) => send({ token: tokenFor(userA, issued++ === 0 ? 2 : 3600) }),
-    transports: ["websocket"],
+    ...transportOptions,
     forceNew: true,
     reconnectionDelay: 100,
     reconnectionDelayMax: 200,

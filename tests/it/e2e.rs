@@ -5,6 +5,22 @@ use crate::helpers::TestApp;
 
 #[actix_rt::test]
 async fn official_client_chats() {
+    run_suite("websocket").await;
+}
+
+/// With its default options: a long-polling handshake, then the upgrade.
+#[actix_rt::test]
+async fn official_client_chats_with_default_options() {
+    run_suite("default").await;
+}
+
+#[actix_rt::test]
+async fn official_client_chats_over_long_polling_alone() {
+    run_suite("polling").await;
+}
+
+/// The whole suite, the client on `transports`.
+async fn run_suite(transports: &str) {
     let app = TestApp::spawn().await;
     app.seed(1, 60, 11).await;
     // Member 5 was away while 50 others sent it 2,000 messages.
@@ -23,6 +39,7 @@ async fn official_client_chats() {
         .arg("chat.test.mjs")
         .current_dir(&dir)
         .env("AURUM_WS_URL", &app.ws_base)
+        .env("AURUM_TRANSPORTS", transports)
         .env("AURUM_TOKEN_A", app.token(a))
         .env("AURUM_TOKEN_B", app.token(b))
         .env("AURUM_TOKEN_C", app.token(no_profile))

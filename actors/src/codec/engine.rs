@@ -1,9 +1,11 @@
-//! Engine.IO v4 packets as they travel over the WebSocket transport.
+//! Engine.IO v4 packets as they travel over the WebSocket transport, and
+//! the payloads of HTTP long-polling.
 //!
 //! Over WebSocket every frame holds exactly one packet, so there is no payload
 //! framing (no `\x1e` separators, no base64): a text frame is a type digit
 //! followed by the packet data, and a binary frame is the raw bytes of a
-//! MESSAGE.
+//! MESSAGE. A long-polling body carries several packets, the same texts
+//! joined by `\x1e`, binary ones as `b` and base64 ([`decode_payload`]).
 //!
 //! Decoded packets borrow from the frame, so looking at a MESSAGE costs no
 //! copy; the Socket.IO layer then decodes the borrowed text.
@@ -157,4 +159,102 @@ pub fn encode<'a>(packet: &EnginePacket<'a>) -> Frame<'a> {
     text.push(kind);
     text.push_str(data);
     Frame::Text(text)
+}
+
+/// A whole CLOSE packet: on long-polling, the server's last word.
+pub const CLOSE_PACKET: &str = "1";
+
+/// A whole NOOP packet: answers a long-poll with nothing to say.
+pub const NOOP_PACKET: &str = "6";
+
+/// Separates the packets of one HTTP long-polling payload.
+pub const RECORD_SEPARATOR: char = '\x1e';
+
+/// Prefix of a binary packet in a long-polling payload, its bytes in base64.
+const BASE64_PREFIX: char = 'b';
+
+/// One packet of a long-polling payload: the text of a packet (type digit
+/// and data, as in a WebSocket text frame) or the bytes of a binary MESSAGE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadPacket {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+/// Splits an HTTP long-polling body into its packets: `\x1e` between
+/// packets, binary ones as `b` and standard base64.
+///
+/// # Errors
+///
+/// If the body or one of its packets is empty, or a binary packet is not
+/// valid base64.
+pub fn decode_payload(body: &str) -> Result<Vec<PayloadPacket>, CodecError> {
+    use base64::Engine as _;
+    body.split(RECORD_SEPARATOR)
+        .map(|packet| match packet.strip_prefix(BASE64_PREFIX) {
+            Some(encoded) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map(PayloadPacket::Binary)
+                .map_err(|_| CodecError::BadBase64),
+            None if packet.is_empty() => Err(CodecError::Empty),
+            None => Ok(PayloadPacket::Text(packet.to_owned())),
+        })
+        .collect()
+}
+
+/// Appends one packet to a long-polling payload being built in `out`.
+pub fn push_payload_text(out: &mut String, text: &str) {
+    if !out.is_empty() {
+        out.push(RECORD_SEPARATOR);
+    }
+    out.push_str(text);
+}
+
+/// Appends one binary MESSAGE to a long-polling payload being built in `out`.
+pub fn push_payload_binary(out: &mut String, bytes: &[u8]) {
+    use base64::Engine as _;
+    if !out.is_empty() {
+        out.push(RECORD_SEPARATOR);
+    }
+    out.push(BASE64_PREFIX);
+    base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
+}
+
+#[cfg(test)]
+mod payload_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn payloads_split_on_the_record_separator_and_decode_base64() {
+        let packets = decode_payload("42[\"a\"]\x1e3\x1ebAQID").unwrap();
+        assert_eq!(
+            packets,
+            vec![
+                PayloadPacket::Text("42[\"a\"]".to_owned()),
+                PayloadPacket::Text("3".to_owned()),
+                PayloadPacket::Binary(vec![1, 2, 3]),
+            ]
+        );
+        assert_eq!(decode_payload("b").unwrap(), vec![PayloadPacket::Binary(vec![])]);
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors() {
+        for body in ["", "4\x1e", "\x1e4", "b!!!", "4\x1e\x1e3"] {
+            assert!(decode_payload(body).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn built_payloads_decode_back() {
+        let mut out = String::new();
+        push_payload_text(&mut out, "2");
+        push_payload_binary(&mut out, &[0xff, 0, 7]);
+        push_payload_text(&mut out, "451-[\"x\",{\"_placeholder\":true,\"num\":0}]");
+        assert_eq!(out, "2\x1eb/wAH\x1e451-[\"x\",{\"_placeholder\":true,\"num\":0}]");
+        let back = decode_payload(&out).unwrap();
+        assert_eq!(back.get(1), Some(&PayloadPacket::Binary(vec![0xff, 0, 7])));
+    }
 }

@@ -22,7 +22,7 @@ pub mod socket;
 mod tests;
 
 pub use binary::{Assembly, BinaryAssembler, BinaryPacket};
-pub use engine::{EnginePacket, Frame, OpenPayload};
+pub use engine::{EnginePacket, Frame, OpenPayload, PayloadPacket};
 pub use socket::{PacketKind, SocketPacket};
 
 /// Why a frame could not be decoded (or a packet could not be built).
@@ -34,6 +34,10 @@ pub enum CodecError {
     /// The frame or packet had no content at all.
     #[error("empty packet")]
     Empty,
+
+    /// A binary packet of a long-polling payload is not valid base64.
+    #[error("a binary packet of the payload is not valid base64")]
+    BadBase64,
 
     /// The first character of a text frame is not an Engine.IO packet type.
     #[error("unknown Engine.IO packet type {0:?}")]

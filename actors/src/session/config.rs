@@ -18,9 +18,11 @@ pub struct SocketConfig {
     pub max_payload: usize,
     /// Time a new socket has to join a namespace before it is closed.
     pub connect_timeout: Duration,
-    /// Time a client has to send its HTTP upgrade request.
+    /// Time a client has to send an HTTP request once its connection is
+    /// open (or its request has begun), and to complete an upgrade from
+    /// long-polling to WebSocket once it has opened the WebSocket.
     pub handshake_timeout: Duration,
-    /// Largest HTTP upgrade request head, in bytes.
+    /// Largest HTTP request head, in bytes.
     pub max_request_head: usize,
     /// Frames queued for a client (not yet written to its socket) before the
     /// client counts as a slow consumer and is closed.
@@ -52,6 +54,12 @@ pub struct SocketConfig {
     pub admission: std::sync::Arc<crate::supervisor::Admission>,
     /// Where each connection is counted as a live task, if anywhere.
     pub tasks: Option<std::sync::Arc<crate::supervisor::TaskCensus>>,
+    /// The long-polling sessions of this node by sid, which the listener
+    /// looks requests up in (their number is this map's length).
+    pub polling_sessions: std::sync::Arc<crate::sids::PollingSessions>,
+    /// Browser origins (`scheme://host[:port]`) whose pages may use
+    /// long-polling from another origin (CORS); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for SocketConfig {
@@ -74,6 +82,8 @@ impl Default for SocketConfig {
             shutdown_grace: Duration::from_secs(5),
             admission: std::sync::Arc::default(),
             tasks: None,
+            polling_sessions: std::sync::Arc::default(),
+            cors_origins: Vec::new(),
         }
     }
 }

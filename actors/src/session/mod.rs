@@ -12,6 +12,7 @@
 
 mod app;
 mod config;
+mod polling;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -34,10 +35,13 @@ pub use self::app::{
     PreparedAck, SendError, SessionHandle, SessionId, SocketApp,
 };
 pub use self::config::SocketConfig;
+use self::polling::Polling;
+pub(crate) use self::polling::{Attach, Poll, PollAbandoned, Push};
 use crate::codec::engine::{self, EnginePacket, Frame, OpenPayload};
 use crate::codec::socket::{self, PacketKind, SocketPacket};
 use crate::codec::{Assembly, BinaryAssembler};
 use crate::live::LiveGuard;
+use crate::sids::PollingSessions;
 use crate::ws::{Incoming, ReadError, WsReader, WsWriter};
 
 /// How long a closing session may spend flushing its last frames to a
@@ -140,8 +144,11 @@ pub(crate) struct Session {
     id: SessionId,
     config: Arc<SocketConfig>,
     app: Arc<dyn SocketApp>,
-    /// `None` while a write is in flight (the write owns it) and after a failed write.
+    /// `None` while a write is in flight (the write owns it) and after a
+    /// failed write, and on long-polling until the upgrade.
     sink: Option<WsWriter>,
+    /// Long-polling's state, for a session started on it (see `polling`).
+    polling: Option<Box<Polling>>,
     /// Frames not yet handed to the socket. Empty, and so unallocated, while idle.
     queue: VecDeque<Message>,
     /// Frames the write in flight still holds.
@@ -184,29 +191,63 @@ impl Session {
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(config.mailbox_capacity);
             ctx.add_stream(reader.into_stream());
-            Session {
-                id,
-                config,
-                app,
-                sink: Some(writer),
-                queue: VecDeque::new(),
-                in_flight: 0,
-                namespaces: Vec::new(),
-                connect_attempts: 0,
-                assembling: None,
-                pong_deadline: None,
-                pending_events: 0,
-                stream: Stream::Live { floor: 0 },
-                newest_sent: 0,
-                catch_up_from: 0,
-                expiry: None,
-                close_request: Arc::default(),
-                exit: None,
-                shutdown: Some(shutdown),
-                _live: live,
-            }
+            Session::new(id, config, app, Some(writer), None, shutdown, live)
         });
         id
+    }
+
+    /// Starts the actor for a long-polling handshake, on the current
+    /// arbiter, listed in `sessions` under a new sid until it ends. `first`
+    /// is the handshake GET, answered with the OPEN packet.
+    pub(crate) fn launch_polling(
+        first: oneshot::Sender<String>,
+        sessions: &Arc<PollingSessions>,
+        config: Arc<SocketConfig>,
+        app: Arc<dyn SocketApp>,
+        shutdown: watch::Receiver<bool>,
+        live: LiveGuard,
+    ) -> SessionId {
+        let id = SessionId::next();
+        Session::create(move |ctx| {
+            ctx.set_mailbox_capacity(config.mailbox_capacity);
+            let registration = sessions.register(random_sid(), ctx.address());
+            let polling = Box::new(Polling::new(registration, first));
+            Session::new(id, config, app, None, Some(polling), shutdown, live)
+        });
+        id
+    }
+
+    fn new(
+        id: SessionId,
+        config: Arc<SocketConfig>,
+        app: Arc<dyn SocketApp>,
+        sink: Option<WsWriter>,
+        polling: Option<Box<Polling>>,
+        shutdown: watch::Receiver<bool>,
+        live: LiveGuard,
+    ) -> Self {
+        Session {
+            id,
+            config,
+            app,
+            sink,
+            polling,
+            queue: VecDeque::new(),
+            in_flight: 0,
+            namespaces: Vec::new(),
+            connect_attempts: 0,
+            assembling: None,
+            pong_deadline: None,
+            pending_events: 0,
+            stream: Stream::Live { floor: 0 },
+            newest_sent: 0,
+            catch_up_from: 0,
+            expiry: None,
+            close_request: Arc::default(),
+            exit: None,
+            shutdown: Some(shutdown),
+            _live: live,
+        }
     }
 
     fn session_handle(&self, ctx: &Context<Self>) -> SessionHandle {
@@ -251,6 +292,19 @@ impl Session {
         };
         // Past the queue bound on purpose: these are the last frames.
         self.queue.push_back(farewell);
+        if self.polls() {
+            if self.poll_waiting() {
+                // Answered now; the session stops once it is.
+                self.flush(ctx);
+            } else if reason == DisconnectReason::PingTimeout {
+                // A client that misses its pong is not polling either.
+                ctx.stop();
+            } else {
+                // For the client's next poll, if it comes in time.
+                ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+            }
+            return;
+        }
         if self.sink.is_none() && self.in_flight == 0 {
             // A write failed earlier; nobody will flush.
             ctx.stop();
@@ -362,6 +416,9 @@ impl Session {
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if self.queue.is_empty() {
             return;
+        }
+        if self.polls() {
+            return self.flush_poll(ctx);
         }
         let Some(mut sink) = self.sink.take() else {
             return;
@@ -671,9 +728,16 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let (sid, upgrades) = match self.polling.as_deref() {
+            Some(polling) => (
+                polling.registration.sid().to_owned(),
+                vec!["websocket".to_owned()],
+            ),
+            None => (random_sid(), Vec::new()),
+        };
         let open = OpenPayload {
-            sid: random_sid(),
-            upgrades: Vec::new(),
+            sid,
+            upgrades,
             ping_interval: millis(self.config.ping_interval),
             ping_timeout: millis(self.config.ping_timeout),
             max_payload: u64::try_from(self.config.max_payload).unwrap_or(u64::MAX),
@@ -709,6 +773,10 @@ impl Actor for Session {
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
         let reason = self.exit.unwrap_or(DisconnectReason::TransportClose);
+        if let Some(polling) = self.polling.take() {
+            // Unlisted from here on: a later request for the sid gets 400.
+            polling.end(reason);
+        }
         let handle = self.session_handle(ctx);
         for ns in self.namespaces.drain(..) {
             if let NamespaceState::Connected(state) = ns.state {
@@ -723,6 +791,9 @@ impl StreamHandler<Result<Incoming, ReadError>> for Session {
     fn handle(&mut self, item: Result<Incoming, ReadError>, ctx: &mut Self::Context) {
         if self.exit.is_some() {
             return;
+        }
+        if self.probing() {
+            return self.on_probe(item, ctx);
         }
         match item {
             Ok(Incoming::Text(text)) => self.on_text(&text, ctx),
@@ -755,6 +826,10 @@ impl StreamHandler<Result<Incoming, ReadError>> for Session {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
+        if self.probing() {
+            // The WebSocket probed ended before the upgrade: polling goes on.
+            return self.on_probe(Err(ReadError::Protocol("the probe ended")), ctx);
+        }
         self.close(DisconnectReason::TransportClose, ctx);
     }
 }
