@@ -148,7 +148,7 @@ fn variables_aurum_reads() -> Vec<String> {
     let help = String::from_utf8_lossy(&output.stdout).into_owned();
     help.split("[env: ")
         .skip(1)
-        .map(|rest| rest.split(|c| c == '=' || c == ']').next().unwrap().to_owned())
+        .map(|rest| rest.split(['=', ']']).next().unwrap().to_owned())
         .collect()
 }
 
