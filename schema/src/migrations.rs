@@ -11,6 +11,12 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
+/// The session-level advisory lock every migration run holds ("aurum_mg";
+/// the message writer's ordering lock is "aurum_ms"). Twenty pods started
+/// with `MIGRATE_ON_START`, or two Jobs, would otherwise race to create
+/// diesel's bookkeeping table and apply the same migration twice.
+const MIGRATION_LOCK: i64 = 7_022_645_042_625_867_111;
+
 type SyncConnection = AsyncConnectionWrapper<AsyncPgConnection>;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,14 +49,29 @@ pub fn run(database_url: &str, direction: Direction) -> Result<Vec<String>, Migr
 }
 
 fn run_on_this_thread(url: &str, direction: Direction) -> Result<Vec<String>, MigrationError> {
-    use diesel::Connection;
+    use diesel::{Connection, RunQueryDsl};
     let mut conn = SyncConnection::establish(url)?;
-    let versions: Vec<MigrationVersion<'_>> = match direction {
+    // Held on this connection, the one the harness migrates on, for the
+    // whole run: a second run waits here, then finds nothing pending. A
+    // session lock rather than a transaction's: diesel runs each migration
+    // in a transaction of its own.
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .execute(&mut conn)
+        .map_err(|e| MigrationError::Run(format!("cannot take the migration lock: {e}")))?;
+    let result = match direction {
         Direction::Up => conn.run_pending_migrations(MIGRATIONS),
         Direction::DownAll => conn.revert_all_migrations(MIGRATIONS),
     }
-    .map_err(|e| MigrationError::Run(e.to_string()))?;
-    Ok(versions.iter().map(ToString::to_string).collect())
+    .map(|versions: Vec<MigrationVersion<'_>>| versions.iter().map(ToString::to_string).collect())
+    .map_err(|e| MigrationError::Run(e.to_string()));
+    // Released whatever the outcome; closing the connection would release
+    // it too, so a failed unlock only matters for the error it reports.
+    let unlocked = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+        .execute(&mut conn)
+        .map_err(|e| MigrationError::Run(format!("cannot release the migration lock: {e}")));
+    let versions = result?;
+    unlocked?;
+    Ok(versions)
 }
 
 /// Creates the database `database_url` names when it does not exist yet, by
