@@ -387,18 +387,12 @@ fn every_variable_deploy_sets_is_one_aurum_reads() {
     assert!(set.len() > 10, "{set:?}");
     for (variable, place) in set {
         // The OpenTelemetry SDK reads the standard OTEL_* variables itself.
-        // DRAIN_DELAY and SHUTDOWN_TIMEOUT come with the drain on SIGTERM
-        // (DESIGN.md), merged beside this; drop them from here once
-        // `aurum serve --help` lists them.
-        let pending = ["DRAIN_DELAY", "SHUTDOWN_TIMEOUT"];
         assert!(
             variable != "MIGRATE_ON_START",
             "{place} sets MIGRATE_ON_START: the nodes never migrate"
         );
         assert!(
-            reads.contains(&variable)
-                || variable.starts_with("OTEL_")
-                || pending.contains(&variable.as_str()),
+            reads.contains(&variable) || variable.starts_with("OTEL_"),
             "{place} sets {variable}, which `aurum serve` does not read"
         );
     }
