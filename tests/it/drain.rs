@@ -13,32 +13,16 @@ use tokio::io::AsyncBufReadExt;
 use crate::helpers::node::ChildNode;
 use crate::helpers::proxy::Balancer;
 use crate::helpers::redis::TestRedis;
-use crate::helpers::ws::RawClient;
+use crate::helpers::ws::{RawClient, upgrade_answer};
 use crate::helpers::{TestApp, db::query_i64};
 
-/// The HTTP status line answering a WebSocket upgrade on `ws_base`.
+/// The HTTP status line answering a WebSocket upgrade on `ws_base`, or
+/// "refused" when the listener is closed.
 async fn upgrade_status(ws_base: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = ws_base.trim_start_matches("ws://");
-    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
-        return "refused".to_owned();
-    };
-    let request = format!(
-        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return "refused".to_owned();
-    }
-    let mut answer = vec![0_u8; 512];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
-        .await
-        .map_or(0, |read| read.unwrap_or(0));
-    String::from_utf8_lossy(&answer[..read])
-        .lines()
-        .next()
-        .unwrap_or("closed")
-        .to_owned()
+    upgrade_answer(ws_base).await.map_or_else(
+        || "refused".to_owned(),
+        |answer| answer.lines().next().unwrap_or("closed").to_owned(),
+    )
 }
 
 async fn ready_status(node: &ChildNode) -> (u16, Value) {

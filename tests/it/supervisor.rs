@@ -4,25 +4,9 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::helpers::ws::RawClient;
+use crate::helpers::ws::{RawClient, upgrade_answer};
 use crate::helpers::{TestApp, TestDb};
-
-/// The raw HTTP answer to a WebSocket upgrade request on the socket port.
-async fn upgrade_answer(ws_base: &str) -> String {
-    let address = ws_base.trim_start_matches("ws://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!(
-        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
+use serde_json::json;
 
 #[actix_rt::test]
 async fn above_the_watermark_it_collects_then_sheds_new_sockets() {
@@ -51,7 +35,7 @@ async fn above_the_watermark_it_collects_then_sheds_new_sockets() {
     assert!(resources["memory_available_mb"].as_u64().unwrap() > 0, "{health}");
     assert!(resources["cpu_percent"].as_f64().is_some(), "{health}");
 
-    let answer = upgrade_answer(&app.ws_base).await;
+    let answer = upgrade_answer(&app.ws_base).await.expect("the listener accepts");
     assert!(
         answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
         "{answer}"

@@ -171,3 +171,20 @@ fn parse_event(text: &str) -> Option<(String, Value)> {
     let name = args.first()?.as_str()?.to_owned();
     Some((name, args.get(1).cloned().unwrap_or(Value::Null)))
 }
+
+/// The raw HTTP answer to a WebSocket upgrade request on the socket port
+/// (all of it, up to the server's close or 5 s), or `None` when the
+/// listener refuses the connection.
+pub async fn upgrade_answer(ws_base: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = ws_base.trim_start_matches("ws://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let request = format!(
+        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    Some(String::from_utf8_lossy(&answer).into_owned())
+}
