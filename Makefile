@@ -8,7 +8,7 @@ SEED_PROFILES ?= 100000
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 AURUM := $(TARGET_DIR)/release/aurum
 
-.PHONY: help run cluster test lint fmt build release bench-profiles bench-ws bench-cluster soak-delivery
+.PHONY: help run cluster test lint fmt build release bench-profiles bench-ws bench-cluster soak soak-delivery
 
 help:
 	@echo "make run             start PostgreSQL if needed, migrate, seed $(SEED_PROFILES) profiles, serve"
@@ -21,6 +21,8 @@ help:
 	@echo "make bench-cluster   chat across nodes beside a Node.js Socket.IO + Redis adapter pair, and 100,000"
 	@echo "                     sockets on 6 nodes with one Redis -> docs/benchmarks.md"
 	@echo "                     (BENCH_CLUSTER_ONLY=chat or =capacity, BENCH_CLUSTER_SOCKETS=6000: quicker)"
+	@echo "make soak            30 min of socket churn and REST load on two nodes: RSS -> docs/soak.csv, .png, benchmarks.md"
+	@echo "                     (SOAK_MINUTES, SOAK_MEMBERS; SOAK_WATERMARK=low: node b's supervisor acts)"
 	@echo "make soak-delivery   the randomized delivery test, longer: DELIVERY_SEEDS (20) runs of DELIVERY_SECS (15) each"
 
 build:
@@ -96,6 +98,13 @@ bench-cluster: release bench/peer/node_modules/.package-lock.json
 
 bench/peer/node_modules/.package-lock.json: bench/peer/package-lock.json
 	cd bench/peer && npm ci --no-audit --no-fund
+
+# Socket churn (the official client, default options) and REST load on two
+# nodes and a private Redis; each node's RSS every 10 s; see scripts/soak.py.
+soak: release tests/e2e/node_modules/.package-lock.json
+	@export AURUM_BENCH_PG="$${AURUM_BENCH_PG:-$$(scripts/ensure-postgres.sh)}"; \
+	python="$$(scripts/soak-tools.sh)"; \
+	"$$python" scripts/soak.py
 
 # The randomized delivery test of `make test` (tests/it/delivery.rs), with
 # more seeds for longer: every recipient must end with every committed

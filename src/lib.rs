@@ -13,6 +13,7 @@ pub mod normalize_path;
 pub mod realtime;
 pub mod routes;
 pub mod state;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -20,6 +21,7 @@ use std::net::TcpListener;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
+use tracing::Instrument as _;
 
 pub use crate::config::Config;
 pub use crate::state::AppState;
@@ -39,22 +41,38 @@ pub fn build_app(
     App::new()
         .app_data(web::Data::new(state))
         .wrap_fn(|req, service| {
-            // Outermost: the time of the whole request, by the route it
-            // matched (its pattern, not its path: ids would make a series
-            // per profile) and its status.
+            // Around the routes (inside the path normalizer): the time of
+            // the whole request, by the route it matches (its pattern, not
+            // its path: ids would make a series per profile) and its
+            // status; and its span, named by the route, a child of the
+            // caller's when it sends a W3C `traceparent`.
             let started = std::time::Instant::now();
-            let call = service.call(req);
+            let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+            let span = tracing::info_span!(
+                target: aurum_actors::trace::TARGET,
+                "http.request",
+                otel.name = format!("{} {route}", req.method()),
+                otel.kind = "server",
+                http.request.method = req.method().as_str(),
+                http.route = route.as_str(),
+                url.path = req.path(),
+                http.response.status_code = tracing::field::Empty,
+            );
+            if !span.is_disabled() {
+                let traceparent = req.headers().get("traceparent").and_then(|value| value.to_str().ok());
+                aurum_actors::trace::continue_from(&span, traceparent);
+            }
+            let call = span.in_scope(|| service.call(req));
+            let request_span = span.clone();
             async move {
                 let response = call.await?;
-                let route = response
-                    .request()
-                    .match_pattern()
-                    .unwrap_or_else(|| "unmatched".to_owned());
-                let status = response.status().as_u16().to_string();
-                ::metrics::histogram!("http_request_duration_seconds", "route" => route, "status" => status)
+                let status = response.status().as_u16();
+                request_span.record("http.response.status_code", status);
+                ::metrics::histogram!("http_request_duration_seconds", "route" => route, "status" => status.to_string())
                     .record(started.elapsed().as_secs_f64());
                 Ok(response)
             }
+            .instrument(span)
         })
         .wrap_fn(|mut req, service| {
             normalize_path::normalize(&mut req);

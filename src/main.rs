@@ -10,13 +10,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = aurum::cli::Cli::parse();
-    aurum::cli::init_tracing();
-    match aurum::cli::dispatch(cli) {
+    let telemetry = aurum::cli::init_tracing(&cli);
+    let outcome = match aurum::cli::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The spans still buffered go out before the process ends.
+    drop(telemetry);
+    outcome
 }

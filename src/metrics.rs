@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use actix_web::{HttpResponse, web};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument as _;
 
 use crate::state::AppState;
 
@@ -141,11 +142,79 @@ fn kib_field(path: &str, name: &str) -> Option<f64> {
         .ok()
 }
 
-/// Times `query` into `db_query_duration_seconds{query}`.
-pub async fn timed<T>(query: &'static str, run: impl Future<Output = T>) -> T {
+/// Runs the database query `query`: timed into
+/// `db_query_duration_seconds{query}`, and traced as a `db.query` span
+/// with its name and the rows it answered.
+pub async fn timed<T: Rows>(query: &'static str, run: impl Future<Output = T>) -> T {
+    let span = tracing::info_span!(
+        target: aurum_actors::trace::TARGET,
+        "db.query",
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = query,
+        db.response.returned_rows = tracing::field::Empty,
+    );
     let started = Instant::now();
-    let answer = run.await;
+    let answer = run.instrument(span.clone()).await;
     metrics::histogram!("db_query_duration_seconds", "query" => query)
         .record(started.elapsed().as_secs_f64());
+    if let Some(rows) = answer.rows() {
+        span.record("db.response.returned_rows", rows);
+    }
     answer
 }
+
+/// How many rows a query's answer holds, for its span; `None` for a failed
+/// query.
+pub trait Rows {
+    fn rows(&self) -> Option<usize>;
+}
+
+impl<T: RowCount, E> Rows for Result<T, E> {
+    fn rows(&self) -> Option<usize> {
+        self.as_ref().ok().map(RowCount::row_count)
+    }
+}
+
+/// The rows in a successful query's answer.
+pub trait RowCount {
+    fn row_count(&self) -> usize;
+}
+
+impl<T> RowCount for Vec<T> {
+    fn row_count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl<T: RowCount> RowCount for Option<T> {
+    fn row_count(&self) -> usize {
+        self.as_ref().map_or(0, RowCount::row_count)
+    }
+}
+
+/// `execute`'s affected rows.
+impl RowCount for usize {
+    fn row_count(&self) -> usize {
+        *self
+    }
+}
+
+/// A yes-or-no query reads one row.
+impl RowCount for bool {
+    fn row_count(&self) -> usize {
+        1
+    }
+}
+
+macro_rules! one_row {
+    ($($row:ty),* $(,)?) => {
+        $(impl RowCount for $row {
+            fn row_count(&self) -> usize {
+                1
+            }
+        })*
+    };
+}
+
+one_row!(aurum_schema::models::profiles::Profile, aurum_schema::ids::UserId,);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use aurum_schema::cursor::CursorCodec;
-use aurum_schema::pool::{self, DbPool, PoolSettings};
+use aurum_schema::pool::{self, DbPool, PoolSet, PoolSettings};
 
 use crate::auth::JwtKeys;
 use crate::config::{Config, ConfigError};
@@ -16,6 +16,8 @@ pub struct AppState {
     /// The message writer's own pool, apart from every reader's, so replay
     /// and REST can never take the connections persistence needs.
     pub writer_db: DbPool,
+    /// Every pool above, the workers' included, for the ResourceSupervisor.
+    pub pools: PoolSet,
     pub jwt: JwtKeys,
     pub cursors: CursorCodec,
     pub config: Arc<Config>,
@@ -39,9 +41,17 @@ impl AppState {
         let pools = config.pool_settings()?;
         // Installed before anything records: what comes earlier is lost.
         crate::metrics::recorder();
+        let (db, writer_db) = (
+            pool::build(&config.database_url, &pools.shared),
+            pool::build(&config.database_url, &pools.writer),
+        );
+        let all = PoolSet::default();
+        all.add("shared", &db);
+        all.add("writer", &writer_db);
         Ok(Self {
-            db: pool::build(&config.database_url, &pools.shared),
-            writer_db: pool::build(&config.database_url, &pools.writer),
+            db,
+            writer_db,
+            pools: all,
             jwt: JwtKeys::new(&secret),
             cursors: CursorCodec::derive(&secret),
             config: Arc::new(config),
@@ -60,9 +70,8 @@ impl AppState {
     /// through another thread's runtime twice per query. Must be called on
     /// the worker's thread (actix-web's app factory runs there).
     pub fn for_http_worker(&self) -> Self {
-        Self {
-            db: pool::build(&self.config.database_url, &self.per_http_worker),
-            ..self.clone()
-        }
+        let db = pool::build(&self.config.database_url, &self.per_http_worker);
+        self.pools.add("http_worker", &db);
+        Self { db, ..self.clone() }
     }
 }

@@ -8,6 +8,7 @@ pub mod registry;
 pub mod session;
 mod sids;
 pub mod supervisor;
+pub mod trace;
 pub mod writer;
 mod ws;
 

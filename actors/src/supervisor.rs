@@ -10,21 +10,30 @@
 //! 1. **collect**: every arbiter thread (and the supervisor's own) hands
 //!    mimalloc's freed pages back to the OS. Rust has no collector to run;
 //!    this is what frees memory that is free but still resident.
-//! 2. **shed**: new sockets are refused with HTTP 503 and `Retry-After`
+//! 2. **close idle connections**: every database pool with idle
+//!    connections is rebuilt empty (`DbPool::rebuild`): the idle ones
+//!    close at once (each holds memory on both ends), the busy ones when
+//!    they come back; checkouts open what they need again.
+//! 3. **shed**: new sockets are refused with HTTP 503 and `Retry-After`
 //!    ([`Admission`]) until memory falls 10 points below the mark, so the
 //!    node keeps serving the sockets it holds rather than dying with all of
 //!    them.
 //!
-//! The database pools (bb8) give no way to close their idle connections
-//! from outside; their `idle_timeout` reaps them. Idle sockets hold no
-//! buffers to shrink (their read and write buffers are freed between
-//! frames).
+//! Idle sockets hold no buffers to shrink (their read and write buffers are
+//! freed between frames).
+//!
+//! Every sample also checks each pool's health (`SELECT 1` on an idle
+//! connection): a pool that fails [`FAILED_CHECKS_BEFORE_REBUILD`] checks
+//! in a row is rebuilt (**rebuild_pool**), for connections left hanging by
+//! a failover or a cut network that would otherwise each wait out a
+//! timeout before bb8 drops them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
+use aurum_schema::pool::{PoolHealth, PoolSet};
 use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System};
 
 /// Whether the socket listener takes new sockets; shared by the
@@ -194,7 +203,15 @@ pub struct SupervisorSettings {
     /// The threads that allocate: each collects its own heap.
     pub arbiters: Vec<ArbiterHandle>,
     pub tasks: Arc<TaskCensus>,
+    /// The pools it checks and rebuilds.
+    pub pools: PoolSet,
 }
+
+/// Health checks a pool fails in a row before it is rebuilt.
+pub const FAILED_CHECKS_BEFORE_REBUILD: u32 = 3;
+
+/// How long a health check's `SELECT 1` may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A typed handle on the supervisor; cheap to clone.
 #[derive(Clone)]
@@ -219,6 +236,7 @@ impl SupervisorHandle {
         });
         let shared = Arc::clone(&state);
         ResourceSupervisor::create(move |_| ResourceSupervisor {
+            checks: std::collections::HashMap::new(),
             settings,
             state: shared,
             system: System::new_with_specifics(RefreshKind::nothing())
@@ -278,6 +296,9 @@ pub fn decide(before: f64, after: impl FnOnce() -> f64, mark: f64, shedding: boo
 }
 
 struct ResourceSupervisor {
+    /// Per pool (by address): failed checks in a row, and whether one is
+    /// in flight.
+    checks: std::collections::HashMap<usize, PoolChecks>,
     settings: SupervisorSettings,
     state: Arc<Shared>,
     system: Option<System>,
@@ -288,9 +309,15 @@ impl Actor for ResourceSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.tick();
-        ctx.run_interval(self.settings.interval, |supervisor, _| supervisor.tick());
+        self.tick(ctx);
+        ctx.run_interval(self.settings.interval, Self::tick);
     }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PoolChecks {
+    failed_in_a_row: u32,
+    in_flight: bool,
 }
 
 impl ResourceSupervisor {
@@ -324,7 +351,8 @@ impl ResourceSupervisor {
         })
     }
 
-    fn tick(&mut self) {
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.check_pools(ctx);
         let Some(before) = self.sample() else {
             return;
         };
@@ -353,6 +381,7 @@ impl ResourceSupervisor {
                 "memory above the high watermark: returned freed memory to the OS"
             );
             self.acted("collect", before.memory_percent, after);
+            self.close_idle_connections(before.memory_percent, after);
         }
         if decision.shed != shedding {
             self.state
@@ -375,6 +404,72 @@ impl ResourceSupervisor {
                 self.acted("admit", before.memory_percent, after);
             }
         }
+    }
+
+    /// Rebuilds every pool that holds idle connections, which closes them.
+    fn close_idle_connections(&self, before: f64, after: f64) {
+        let mut closed = 0;
+        for (_, pool) in self.settings.pools.all() {
+            let idle = pool.state().idle_connections;
+            if idle > 0 {
+                pool.rebuild();
+                closed += idle;
+            }
+        }
+        if closed > 0 {
+            tracing::warn!(
+                closed,
+                "memory above the high watermark: closed idle database connections"
+            );
+            self.acted("close_idle_connections", before, after);
+        }
+    }
+
+    /// Starts a health check of every pool that has none in flight; a
+    /// pool that failed too many in a row is rebuilt.
+    fn check_pools(&mut self, ctx: &mut Context<Self>) {
+        for (name, pool) in self.settings.pools.all() {
+            let key = pool.identity();
+            let checks = self.checks.entry(key).or_default();
+            if checks.in_flight {
+                continue;
+            }
+            checks.in_flight = true;
+            let checked = pool.clone();
+            let check = async move { checked.check(CHECK_TIMEOUT).await };
+            ctx.spawn(check.into_actor(self).map(move |health, supervisor, _| {
+                let checks = supervisor.checks.entry(key).or_default();
+                checks.in_flight = false;
+                match health {
+                    PoolHealth::Healthy => checks.failed_in_a_row = 0,
+                    PoolHealth::Unchecked => {}
+                    PoolHealth::Failed => {
+                        checks.failed_in_a_row += 1;
+                        tracing::warn!(
+                            pool = name,
+                            failed = checks.failed_in_a_row,
+                            "database pool health check failed"
+                        );
+                        if checks.failed_in_a_row >= FAILED_CHECKS_BEFORE_REBUILD {
+                            checks.failed_in_a_row = 0;
+                            pool.rebuild();
+                            tracing::warn!(pool = name, "database pool rebuilt after failed health checks");
+                            let memory = supervisor.resources_now();
+                            supervisor.acted("rebuild_pool", memory, memory);
+                        }
+                    }
+                }
+            }));
+        }
+    }
+
+    /// The latest memory figure, for an action's record.
+    fn resources_now(&self) -> f64 {
+        self.state
+            .last_sample
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map_or(0.0, |sample| sample.memory_percent)
     }
 
     /// Collects on every arbiter thread and on this one.

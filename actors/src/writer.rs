@@ -25,6 +25,7 @@ use actix::prelude::*;
 use aurum_schema::models::messages::{self, Outgoing, Stored};
 use aurum_schema::pool::DbPool;
 use tokio::sync::oneshot;
+use tracing::{Instrument as _, Span};
 
 use crate::supervisor::{RestartPacing, pause_after_restart};
 
@@ -116,7 +117,10 @@ impl WriterHandle {
     pub fn submit(&self, message: Outgoing, on_commit: OnCommit) {
         let submit = Submit {
             message,
-            hook: Hook(Some(on_commit)),
+            hook: Hook {
+                on_commit: Some(on_commit),
+                span: Span::current(),
+            },
         };
         if let Err(refused) = self.addr.try_send(submit) {
             let (error, submit) = match refused {
@@ -169,20 +173,26 @@ impl WriterHandle {
 /// An [`OnCommit`] that is called exactly once: with its answer, or with
 /// `Unavailable` when it is dropped unanswered (a batch abandoned by a
 /// writer that stopped, a message left in a dead writer's mailbox).
-struct Hook(Option<OnCommit>);
+struct Hook {
+    on_commit: Option<OnCommit>,
+    /// The submitter's span (its socket event's): the hook runs inside it,
+    /// so what it does (the deliveries, the bus publish) joins the
+    /// message's trace, and the batch links to it.
+    span: Span,
+}
 
 impl Hook {
     fn answer(mut self, result: Result<Stored, WriteError>) {
-        if let Some(hook) = self.0.take() {
-            call(hook, result);
+        if let Some(hook) = self.on_commit.take() {
+            self.span.in_scope(|| call(hook, result));
         }
     }
 }
 
 impl Drop for Hook {
     fn drop(&mut self) {
-        if let Some(hook) = self.0.take() {
-            call(hook, Err(WriteError::Unavailable));
+        if let Some(hook) = self.on_commit.take() {
+            self.span.in_scope(|| call(hook, Err(WriteError::Unavailable)));
         }
     }
 }
@@ -370,13 +380,19 @@ impl MessageWriter {
             QUEUE_DEPTH.set(self.pending.len() as f64);
         }
         let ticket = self.order.dispatch();
+        // One span per batch, linked to the span of every message in it:
+        // a message's trace shows the batch that stored it.
+        let span = tracing::info_span!(target: crate::trace::TARGET, "writer.batch", batch.size = take);
+        for hook in &hooks {
+            span.follows_from(&hook.span);
+        }
         // The batch runs as a task of its own, the actor only awaits it. If
         // the writer dies, the future below is dropped with its context, so
         // the batch's senders hear `Unavailable` at once; the task runs on
         // and its connection goes back to the pool cleanly, where dropping
         // a query mid-flight would hand the next batch a connection in an
         // unknown state.
-        let write = actix::spawn(store(self.pool.clone(), batch));
+        let write = actix::spawn(store(self.pool.clone(), batch).instrument(span));
         ctx.spawn(write.into_actor(self).map(move |joined, writer, ctx| {
             let result = joined.unwrap_or_else(|error| {
                 tracing::error!(%error, "message batch task failed");
@@ -448,7 +464,16 @@ async fn store(pool: DbPool, batch: Vec<Outgoing>) -> Result<Vec<Stored>, WriteE
         static STORE_BATCH: LazyLock<metrics::Histogram> =
             LazyLock::new(|| metrics::histogram!("db_query_duration_seconds", "query" => "store_batch"));
         let started = std::time::Instant::now();
-        let stored = messages::store_batch(&mut conn, &batch).await;
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "db.query",
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = "store_batch",
+            db.response.returned_rows = batch.len(),
+            attempt = attempts,
+        );
+        let stored = messages::store_batch(&mut conn, &batch).instrument(span).await;
         STORE_BATCH.record(started.elapsed().as_secs_f64());
         match stored {
             Ok(outcomes) => return Ok(outcomes),

@@ -19,6 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve REST (BIND) and Socket.IO (WS_BIND).
+    #[command(after_help = TRACES_HELP)]
     Serve(Box<Config>),
     /// Apply pending database migrations (or revert them all with --down-all).
     Migrate(migrate::MigrateArgs),
@@ -27,6 +28,16 @@ pub enum Command {
     /// Print a development JWT for a user.
     Token(token::TokenArgs),
 }
+
+/// The tracing variables, read by the OpenTelemetry SDK rather than by a flag.
+const TRACES_HELP: &str = "\
+Traces (OpenTelemetry, OTLP/HTTP protobuf; off unless an endpoint is set):
+  OTEL_EXPORTER_OTLP_ENDPOINT         collector base URL, e.g. http://otel-collector:4318
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT  full traces URL (overrides the base + /v1/traces)
+  OTEL_SERVICE_NAME                   service.name (default aurum); NODE_ID is service.instance.id
+  OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_TIMEOUT,
+  OTEL_TRACES_SAMPLER / _ARG, OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_MAX_QUEUE_SIZE: as the spec says
+  OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none: no export";
 
 /// The database a maintenance command works on.
 #[derive(Debug, clap::Args)]
@@ -53,13 +64,14 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // A second init (as in tests) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), and exports
+/// spans over OTLP/HTTP when the standard `OTEL_*` variables ask for it
+/// (see [`crate::telemetry`]). Keep the answer until the process ends: its
+/// drop sends the spans still buffered.
+pub fn init_tracing(cli: &Cli) -> crate::telemetry::Telemetry {
+    let node = match &cli.command {
+        Command::Serve(config) => Some(config.node()),
+        _ => None,
+    };
+    crate::telemetry::init(node)
 }

@@ -93,7 +93,7 @@ fn pool_figures(pool: &aurum_schema::pool::DbPool) -> serde_json::Value {
     let figures = pool.state();
     json!({
         "size": figures.connections,
-        "max_size": pool.config().max_size,
+        "max_size": pool.max_size(),
         "idle": figures.idle_connections,
         "waiting": figures.statistics.pending_gets(),
     })
@@ -114,7 +114,9 @@ async fn database_ok(state: &AppState) -> bool {
         let Ok(mut conn) = state.db.get().await else {
             return false;
         };
-        diesel::sql_query("SELECT 1").execute(&mut conn).await.is_ok()
+        crate::metrics::timed("health_ping", diesel::sql_query("SELECT 1").execute(&mut conn))
+            .await
+            .is_ok()
     };
     tokio::time::timeout(PROBE_TIMEOUT, probe).await.unwrap_or(false)
 }

@@ -18,6 +18,7 @@ use aurum_actors::writer::WriterHandle;
 use aurum_schema::pool::DbPool;
 use futures_util::FutureExt;
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use super::presence::Presence;
 use super::rate::{Budget, BudgetTable, UserBudgets};
@@ -282,7 +283,38 @@ impl SocketApp for ChatApp {
         }
     }
 
+    /// Each event runs in a `socket.event` span: a chat message's trace
+    /// starts here and follows it through the writer and the bus.
     fn event(&self, session: &SessionHandle, state: &mut ConnState, event: Event) -> AppFuture<()> {
+        let span = tracing::info_span!(
+            target: aurum_actors::trace::TARGET,
+            "socket.event",
+            otel.kind = "server",
+            socket.event = event.name.as_str(),
+            user = state.get::<Member>().map(|member| member.user),
+        );
+        if span.is_disabled() {
+            // Tracing off: no second box per event.
+            return self.dispatch_event(session, state, event);
+        }
+        let work = span.in_scope(|| self.dispatch_event(session, state, event));
+        work.instrument(span).boxed_local()
+    }
+
+    fn disconnect(&self, session: &SessionHandle, _nsp: &str, state: ConnState, reason: DisconnectReason) {
+        if let Some(member) = state.into_inner::<Member>() {
+            metrics::gauge!("websocket_connections").decrement(1.0);
+            self.connected.fetch_sub(1, Ordering::Relaxed);
+            self.registry.unregister(member.user, session.id());
+            let presence = self.presence.clone();
+            self.tasks.spawn(async move { presence.left(member.user).await });
+            tracing::debug!(user = member.user, %reason, "socket left");
+        }
+    }
+}
+
+impl ChatApp {
+    fn dispatch_event(&self, session: &SessionHandle, state: &mut ConnState, event: Event) -> AppFuture<()> {
         let Some(member) = state.get_mut::<Member>() else {
             return async {}.boxed_local();
         };
@@ -339,17 +371,6 @@ impl SocketApp for ChatApp {
                 answer(&session, ack, Err(error));
                 async {}.boxed_local()
             }
-        }
-    }
-
-    fn disconnect(&self, session: &SessionHandle, _nsp: &str, state: ConnState, reason: DisconnectReason) {
-        if let Some(member) = state.into_inner::<Member>() {
-            metrics::gauge!("websocket_connections").decrement(1.0);
-            self.connected.fetch_sub(1, Ordering::Relaxed);
-            self.registry.unregister(member.user, session.id());
-            let presence = self.presence.clone();
-            self.tasks.spawn(async move { presence.left(member.user).await });
-            tracing::debug!(user = member.user, %reason, "socket left");
         }
     }
 }

@@ -37,21 +37,22 @@ async fn mark(
         )
     };
     let mut conn = db.get().await.map_err(unavailable)?;
-    let other = messages::mark_read(
+    let read = messages::mark_read(
         &mut conn,
         UserId(user),
         ConversationId(conversation_id),
         MessageId(message_id),
-    )
-    .await
-    .map_err(|error| {
-        tracing::error!(%error, "mark_read failed");
-        ChatError::new(
-            "unavailable",
-            "read marks cannot be stored right now; retry shortly",
-        )
-    })?
-    .ok_or_else(|| ChatError::new("not_found", "no such message in a conversation of yours"))?;
+    );
+    let other = crate::metrics::timed("mark_read", read)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "mark_read failed");
+            ChatError::new(
+                "unavailable",
+                "read marks cannot be stored right now; retry shortly",
+            )
+        })?
+        .ok_or_else(|| ChatError::new("not_found", "no such message in a conversation of yours"))?;
     let event = json!({ "conversation_id": conversation_id, "reader_id": user, "message_id": message_id });
     router.emit_to_pair("message_read", event, other.0, user, session.id());
     Ok(json!({ "ok": true }))

@@ -145,7 +145,11 @@ async fn tell_round(
         .map(|(user, _)| *user)
         .collect();
     // While online, "last seen" is now; going offline writes it.
-    let mut seen: HashMap<i64, DateTime<Utc>> = touch(&mut conn, &gone).await?.into_iter().collect();
+    let mut seen: HashMap<i64, DateTime<Utc>> =
+        crate::metrics::timed("presence_touch", touch(&mut conn, &gone))
+            .await?
+            .into_iter()
+            .collect();
     let now = Utc::now();
     for (user, online) in &latest {
         if *online {
@@ -153,7 +157,7 @@ async fn tell_round(
         }
     }
     let users: Vec<i64> = seen.keys().copied().collect();
-    let pairs = partners(&mut conn, &users).await?;
+    let pairs = crate::metrics::timed("presence_partners", partners(&mut conn, &users)).await?;
     drop(conn);
     let mut told: HashMap<i64, usize> = HashMap::new();
     for (user, partner) in pairs {

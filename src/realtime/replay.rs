@@ -259,7 +259,8 @@ impl Replayer {
 
     async fn backlog_over(&self, user: i64, since: i64) -> Result<bool, Stop> {
         let mut conn = self.connection(user).await?;
-        messages::backlog_over(&mut conn, UserId(user), MessageId(since), self.max_backlog)
+        let over = messages::backlog_over(&mut conn, UserId(user), MessageId(since), self.max_backlog);
+        crate::metrics::timed("replay_backlog", over)
             .await
             .map_err(|error| {
                 tracing::error!(%error, user, "replay: backlog count failed");

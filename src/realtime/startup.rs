@@ -110,6 +110,7 @@ impl Realtime {
                     high_watermark: state.config.memory_high_watermark,
                     arbiters: arbiters.iter().map(actix::Arbiter::handle).collect(),
                     tasks: Arc::clone(&tasks),
+                    pools: state.pools.clone(),
                 },
                 Arc::clone(&admission),
             )

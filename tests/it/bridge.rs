@@ -392,6 +392,40 @@ async fn a_crashed_nodes_members_go_offline_when_its_leases_lapse() {
     assert!(!presence_of(a, 1, 5).await.0, "offline once it lapsed");
 }
 
+/// The bridge runs under a supervisor: a panic restarts it with its
+/// channel set, so it subscribes every channel again and its users catch up,
+/// as after a Redis outage.
+#[actix_rt::test]
+async fn a_crashed_bridge_is_restarted_and_subscribes_again() {
+    let redis = TestRedis::start().await;
+    let nodes = nodes(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (mut alice, mut bob, first) = pair_across(a, b).await;
+
+    b.bus().crash();
+    wait_until("b's bridge restarts and is up again", || {
+        let stats = b.bus().stats();
+        stats.outages.load(Ordering::Relaxed) >= 1 && stats.is_up()
+    })
+    .await;
+    let metrics = b.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("actor_restarts_total{actor=\"bridge\"}")),
+        "{metrics}"
+    );
+    assert!(b.bus().stats().subscriptions.load(Ordering::Relaxed) >= 1);
+    let after = send(&mut alice, 2, 2, "after the restart").await;
+    assert_eq!(newer_than(&mut bob, first, 1).await, vec![after["id"].clone()]);
+    // And the other way: b publishes as before.
+    let reply = send(&mut bob, 3, 1, "a reply").await;
+    assert_eq!(
+        newer_than(&mut alice, after["id"].as_i64().unwrap(), 1).await,
+        vec![reply["id"].clone()]
+    );
+}
+
 #[actix_rt::test]
 async fn a_silent_subscriber_is_found_by_its_ping_and_rebuilt() {
     let redis = TestRedis::start().await;

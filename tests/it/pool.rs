@@ -126,3 +126,52 @@ async fn pooled_connections_carry_the_statement_timeout() {
         .unwrap();
     assert_eq!(after.statement_timeout, "1500ms");
 }
+
+/// A rebuild closes the idle connections at once, lets the busy one finish
+/// and close when it comes back, and the pool serves on with new ones.
+#[actix_rt::test]
+async fn a_rebuilt_pool_closes_its_idle_connections_and_serves_on() {
+    use diesel_async::RunQueryDsl;
+
+    let db = TestDb::migrated();
+    let pool = aurum_schema::pool::build(&db.url, &aurum_schema::pool::PoolSettings::default());
+    let observer = db.client().await;
+    let open = || async {
+        crate::helpers::db::query_i64(
+            &observer,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+    };
+    let (a, b, busy) = (
+        pool.get().await.unwrap(),
+        pool.get().await.unwrap(),
+        pool.get().await.unwrap(),
+    );
+    drop((a, b));
+    assert_eq!(pool.state().idle_connections, 2);
+    assert_eq!(open().await, 3);
+
+    pool.rebuild();
+    let mut left = 0;
+    for _ in 0..50 {
+        left = open().await;
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 1, "only the busy connection is still open");
+    drop(busy);
+    for _ in 0..50 {
+        left = open().await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 0, "the busy one closed once it came back");
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query("SELECT 1").execute(&mut *conn).await.unwrap();
+    assert_eq!(pool.state().connections, 1);
+}

@@ -24,8 +24,12 @@ async fn above_the_watermark_it_collects_then_sheds_new_sockets() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(health["supervisor"]["shedding"], true, "{health}");
+    // Shedding is the last step of a sample; later samples collect again.
     let action = &health["supervisor"]["last_action"];
-    assert_eq!(action["action"], "shed", "{health}");
+    assert!(
+        ["shed", "collect", "close_idle_connections"].contains(&action["action"].as_str().unwrap_or("")),
+        "{health}"
+    );
     assert!(
         action["memory_percent_before"].as_f64().unwrap() > 0.001,
         "{health}"
@@ -43,14 +47,31 @@ async fn above_the_watermark_it_collects_then_sheds_new_sockets() {
     assert!(answer.contains("\r\nRetry-After: 5\r\n"), "{answer}");
     assert!(answer.contains(r#""code":"unavailable""#), "{answer}");
 
-    let metrics = app.metrics().await;
-    for action in ["collect", "shed"] {
-        let count = crate::metrics::sample(
-            &metrics,
+    // Each request to /health/ready leaves an idle connection for the
+    // next sample to close.
+    let taken = |metrics: &str, action: &str| {
+        crate::metrics::sample(
+            metrics,
             "resource_actions_total",
             &[&format!("action=\"{action}\"")],
-        );
-        assert!(count.is_some_and(|count| count >= 1.0), "{action}: {metrics}");
+        )
+        .is_some_and(|count| count >= 1.0)
+    };
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        let (status, _) = app.get("/health/ready", None).await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        metrics = app.metrics().await;
+        if ["collect", "close_idle_connections", "shed"]
+            .iter()
+            .all(|action| taken(&metrics, action))
+        {
+            break;
+        }
+    }
+    for action in ["collect", "close_idle_connections", "shed"] {
+        assert!(taken(&metrics, action), "{action}: {metrics}");
     }
     // REST goes on: only new sockets are refused.
     let (status, _) = app.get("/health/ready", None).await;
@@ -122,4 +143,54 @@ async fn active_tasks_follows_the_sockets_and_closed_ones_leave_nothing_behind()
         "{} tasks after the sockets closed, {baseline} before: closed sessions left tasks behind",
         after.0
     );
+}
+
+/// The `host:port` of a `postgres://user@host:port/db` URL.
+fn server_addr(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host_and_db = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    host_and_db.split('/').next().unwrap().to_owned()
+}
+
+#[actix_rt::test]
+async fn a_pool_whose_health_checks_keep_failing_is_rebuilt() {
+    let db = TestDb::migrated();
+    let relay = crate::helpers::relay::Relay::start(server_addr(&db.url)).await;
+    let relayed = db.url.replacen(&server_addr(&db.url), &relay.addr, 1);
+    let database = format!("--database-url={relayed}");
+    let app = TestApp::spawn_on(db, &[&database, "--resource-interval=0.1"]).await;
+    // A request leaves an idle connection in the worker's pool to check.
+    let (status, _) = app.get("/health/ready", None).await;
+    assert_eq!(status, 200);
+
+    // Connections that hang: every check times out.
+    relay.freeze();
+    let mut rebuilt = false;
+    for _ in 0..150 {
+        let metrics = app.metrics().await;
+        let count = crate::metrics::sample(&metrics, "resource_actions_total", &["action=\"rebuild_pool\""]);
+        if count.is_some_and(|count| count >= 1.0) {
+            rebuilt = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rebuilt, "no pool was rebuilt after its checks failed");
+    let (_, health) = app.get("/health", None).await;
+    assert_eq!(
+        health["supervisor"]["last_action"]["action"], "rebuild_pool",
+        "{health}"
+    );
+
+    // Back: the rebuilt pool connects afresh and serves.
+    relay.thaw();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = app.get("/health/ready", None).await.0.as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the rebuilt pool does not serve");
 }

@@ -53,6 +53,7 @@ pub use self::envelope::Envelope;
 use self::publisher::{Outbound, Publisher};
 use crate::registry::RegistryHandle;
 use crate::session::{EncodedPacket, SessionId};
+use crate::supervisor::{RestartPacing, pause_after_restart};
 
 /// Called with the users whose deliveries may have been lost (after the
 /// bus was down): the application replays their messages from PostgreSQL.
@@ -226,12 +227,49 @@ impl BridgeHandle {
             stats: Arc::clone(&stats),
         };
         let bridge_stats = Arc::clone(&stats);
-        let make = move |_: &mut Context<RedisBridge>| RedisBridge {
+        let make = move |ctx: &mut Context<RedisBridge>| {
+            // Here, the first thing the arbiter runs for the bridge, not in
+            // `started`: a message sent in between would meet actix's
+            // default bound of 16.
+            ctx.set_mailbox_capacity(65_536);
+            RedisBridge::new(bus, actor_commands, settings, registry, bridge_stats)
+        };
+        let addr = match arbiter {
+            Some(arbiter) => {
+                let addr = Supervisor::start_in_arbiter(&arbiter.handle(), make);
+                arbiter.spawn(publisher.run(queued));
+                addr
+            }
+            None => {
+                actix::spawn(publisher.run(queued));
+                Supervisor::start(make)
+            }
+        };
+        Ok(Self {
+            addr,
+            outbound,
+            stats,
+            node,
+            commands,
+            prefix,
+        })
+    }
+}
+
+impl RedisBridge {
+    fn new(
+        bus: Bus,
+        commands: Commands,
+        settings: BridgeSettings,
+        registry: RegistryHandle,
+        stats: Arc<BridgeStats>,
+    ) -> Self {
+        Self {
             bus,
-            commands: actor_commands,
+            commands,
             settings,
             registry,
-            stats: bridge_stats,
+            stats,
             sink: None,
             stream: None,
             channels: HashMap::new(),
@@ -245,28 +283,14 @@ impl BridgeHandle {
             attempt: 0,
             connecting: false,
             ever_up: false,
-        };
-        let addr = match arbiter {
-            Some(arbiter) => {
-                let addr = RedisBridge::start_in_arbiter(&arbiter.handle(), make);
-                arbiter.spawn(publisher.run(queued));
-                addr
-            }
-            None => {
-                actix::spawn(publisher.run(queued));
-                RedisBridge::create(make)
-            }
-        };
-        Ok(Self {
-            addr,
-            outbound,
-            stats,
-            node,
-            commands,
-            prefix,
-        })
+            departed: false,
+            pacing: RestartPacing::default(),
+            restart_pause: Duration::ZERO,
+        }
     }
+}
 
+impl BridgeHandle {
     pub fn stats(&self) -> &BridgeStats {
         &self.stats
     }
@@ -328,6 +352,14 @@ impl BridgeHandle {
         let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.addr.send(Depart)).await;
     }
 
+    /// Makes the bridge panic inside a handler, to exercise its supervisor
+    /// (tests only).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn crash(&self) {
+        self.addr.do_send(Crash);
+    }
+
     /// Publishes `packet` for `user`'s sockets on other nodes (all of them
     /// but `except` on the origin, which is this node's own). Never waits:
     /// when the queue is full the event is dropped and counted.
@@ -337,13 +369,24 @@ impl BridgeHandle {
             tracing::warn!(user, "a packet with attachments is not sent between nodes");
             return;
         }
+        // A child of the event that caused it (the chat message's span, on
+        // the writer's thread); its context rides in the envelope, so the
+        // receiving node's span joins the same trace.
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "bus.publish",
+            otel.kind = "producer",
+            user,
+            message.id = packet.position(),
+        );
+        let traceparent = crate::trace::traceparent(&span);
         let payload = Envelope {
             node: &self.node,
             user,
             except: except.map(SessionId::get),
             position: packet.position(),
             droppable: packet.is_droppable(),
-            traceparent: None,
+            traceparent: traceparent.as_deref(),
             text: packet.text(),
         }
         .encode();
@@ -424,6 +467,12 @@ pub struct RedisBridge {
     /// Whether the subscriber was ever up: the first connection has
     /// nothing to catch up on.
     ever_up: bool,
+    /// Left the bus at the end of a drain: restarted by its supervisor (an
+    /// actor stopped while handles to it live is), it stays idle.
+    departed: bool,
+    pacing: RestartPacing,
+    /// Set by `restarting`, taken by `started`.
+    restart_pause: Duration,
 }
 
 /// How long subscribes gather before they go.
@@ -433,11 +482,48 @@ impl Actor for RedisBridge {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(65_536);
+        if self.departed {
+            return;
+        }
+        pause_after_restart(std::mem::take(&mut self.restart_pause), ctx);
         self.connect(ctx);
         let renew = (self.settings.lease_ttl / 3).max(Duration::from_millis(100));
-        ctx.run_interval(renew, |bridge, ctx| bridge.reconcile(ctx));
-        ctx.run_interval(self.settings.ping_interval, |bridge, ctx| bridge.ping(ctx));
+        ctx.run_interval(renew, |bridge, ctx| bridge.guarded(ctx, Self::reconcile));
+        ctx.run_interval(self.settings.ping_interval, |bridge, ctx| {
+            bridge.guarded(ctx, Self::ping);
+        });
+    }
+}
+
+impl Supervised for RedisBridge {
+    /// By now actix has dropped the context's futures: the subscriber's
+    /// stream, timers and commands in flight. The channel set survives, so
+    /// `started` connects a new subscriber, subscribes every channel again
+    /// and has every local user catch up, as after a Redis outage.
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        if self.departed {
+            return;
+        }
+        metrics::counter!("actor_restarts_total", "actor" => "bridge").increment(1);
+        self.restart_pause = self.pacing.next_pause(Instant::now());
+        self.stream = None;
+        self.rebuild = None;
+        self.batch_timer = None;
+        self.connecting = false;
+        self.to_unsubscribe.clear();
+        self.forget_subscriber();
+    }
+}
+
+impl RedisBridge {
+    /// Runs an entry point's body; a panic stops the bridge so that its
+    /// supervisor restarts it (see `restarting`) instead of the arbiter's
+    /// task dying with it and the node off the bus for good.
+    fn guarded(&mut self, ctx: &mut Context<Self>, body: impl FnOnce(&mut Self, &mut Context<Self>)) {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(self, ctx))).is_err() {
+            tracing::error!("the bus bridge panicked; restarting it");
+            ctx.stop();
+        }
     }
 }
 
@@ -528,6 +614,13 @@ impl RedisBridge {
         if let Some(rebuild) = self.rebuild.take() {
             ctx.cancel_future(rebuild);
         }
+        self.forget_subscriber();
+        self.retry_later(ctx);
+    }
+
+    /// What a lost subscriber leaves: nothing subscribed, every local user
+    /// to catch up once it is back, nobody waiting.
+    fn forget_subscriber(&mut self) {
         // The rebuild writes every lease and catches every socket up.
         self.unleased.clear();
         self.sink = None;
@@ -547,7 +640,6 @@ impl RedisBridge {
                 let _ = waiter.send(());
             }
         }
-        self.retry_later(ctx);
     }
 
     /// Sends the gathered subscribes and unsubscribes; resolves `true` once
@@ -857,6 +949,20 @@ impl Message for Incoming {
 
 impl StreamHandler<Incoming> for RedisBridge {
     fn handle(&mut self, Incoming(push): Incoming, ctx: &mut Context<Self>) {
+        self.guarded(ctx, move |bridge, ctx| bridge.incoming(push, ctx));
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        if self.stream.is_some() {
+            tracing::warn!("bus subscriber connection closed; reconnecting");
+            self.stream = None;
+            self.disconnected(ctx);
+        }
+    }
+}
+
+impl RedisBridge {
+    fn incoming(&mut self, push: Push, ctx: &mut Context<Self>) {
         match push {
             Push::Message { channel, payload } => {
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
@@ -871,14 +977,6 @@ impl StreamHandler<Incoming> for RedisBridge {
                     self.disconnected(ctx);
                 }
             }
-        }
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        if self.stream.is_some() {
-            tracing::warn!("bus subscriber connection closed; reconnecting");
-            self.stream = None;
-            self.disconnected(ctx);
         }
     }
 }
@@ -899,6 +997,16 @@ impl RedisBridge {
         if self.user_of(channel) != Some(envelope.user) || !self.channels.contains_key(&envelope.user) {
             return false;
         }
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "bus.receive",
+            otel.kind = "consumer",
+            user = envelope.user,
+            message.id = envelope.position,
+            origin = envelope.node,
+        );
+        crate::trace::continue_from(&span, envelope.traceparent);
+        let _entered = span.enter();
         let mut packet = EncodedPacket::from_frame(envelope.text.to_owned());
         if let Some(position) = envelope.position {
             packet = packet.at_position(position);
@@ -975,7 +1083,13 @@ struct Reach {
 impl Handler<Reach> for RedisBridge {
     type Result = ();
 
-    fn handle(&mut self, Reach { user, reply }: Reach, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Reach, ctx: &mut Context<Self>) {
+        self.guarded(ctx, move |bridge, ctx| bridge.reach(msg, ctx));
+    }
+}
+
+impl RedisBridge {
+    fn reach(&mut self, Reach { user, reply }: Reach, ctx: &mut Context<Self>) {
         self.want(user, Instant::now());
         if self.sink.is_none() {
             let _ = reply.send(());
@@ -1008,6 +1122,7 @@ impl Handler<Depart> for RedisBridge {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Depart, ctx: &mut Context<Self>) -> Self::Result {
+        self.departed = true;
         ctx.stop();
         let commands = self.commands.clone();
         let mut forget = redis::cmd("DEL");
@@ -1030,7 +1145,13 @@ struct Release {
 impl Handler<Release> for RedisBridge {
     type Result = ();
 
-    fn handle(&mut self, Release { user }: Release, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Release, ctx: &mut Context<Self>) {
+        self.guarded(ctx, move |bridge, ctx| bridge.release(msg, ctx));
+    }
+}
+
+impl RedisBridge {
+    fn release(&mut self, Release { user }: Release, ctx: &mut Context<Self>) {
         if self.sink.is_none() {
             return; // the lease lapses by itself
         }
@@ -1059,6 +1180,20 @@ impl Handler<Release> for RedisBridge {
                     });
                 }),
         );
+    }
+}
+
+#[cfg(feature = "test-hooks")]
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Crash;
+
+#[cfg(feature = "test-hooks")]
+impl Handler<Crash> for RedisBridge {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |_, _| panic!("bus bridge crash requested"));
     }
 }
 

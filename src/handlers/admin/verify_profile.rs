@@ -32,7 +32,9 @@ pub async fn verify_profile(
         ));
     }
     let mut conn = state.db.get().await?;
-    profiles::set_verification(&mut conn, admin.id, id, body.status, body.reason.as_deref())
+    let verification =
+        profiles::set_verification(&mut conn, admin.id, id, body.status, body.reason.as_deref());
+    crate::metrics::timed("profiles_set_verification", verification)
         .await?
         .map(web::Json)
         .ok_or_else(not_found)

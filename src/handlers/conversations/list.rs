@@ -45,7 +45,11 @@ pub async fn list_conversations(
         .transpose()?;
 
     let mut conn = state.db.get().await?;
-    let mut items = history::list_conversations(&mut conn, user.id, after, limit + 1).await?;
+    let mut items = crate::metrics::timed(
+        "history_conversations",
+        history::list_conversations(&mut conn, user.id, after, limit + 1),
+    )
+    .await?;
     let has_more = trim_page(&mut items, limit);
     let next_cursor = match (has_more, items.last()) {
         (true, Some(last)) => Some(state.cursors.encode(

@@ -42,7 +42,8 @@ pub async fn list_messages(
     let window = parse_window(query.before.as_deref(), query.after.as_deref())?;
 
     let mut conn = state.db.get().await?;
-    let mut items = history::list_messages(&mut conn, user.id, conversation_id, window, limit + 1)
+    let page = history::list_messages(&mut conn, user.id, conversation_id, window, limit + 1);
+    let mut items = crate::metrics::timed("history_messages", page)
         .await?
         .ok_or_else(not_found)?;
     let has_more = trim_page(&mut items, limit);

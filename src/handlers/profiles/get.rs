@@ -18,7 +18,9 @@ pub async fn get_profile(
     let not_found = || ApiError::not_found("no such profile");
     let id = UserId::parse(&path).ok_or_else(not_found)?;
     let mut conn = state.db.get().await?;
-    let profile = profiles::find(&mut conn, id).await?.ok_or_else(not_found)?;
+    let profile = crate::metrics::timed("profiles_find", profiles::find(&mut conn, id))
+        .await?
+        .ok_or_else(not_found)?;
     drop(conn);
     // Unapproved profiles are hidden as if absent, so their existence leaks nothing.
     if profile.is_approved() || profile.id == user.id.0 || user.admin {

@@ -15,7 +15,9 @@ pub async fn get_own_profile(
 ) -> Result<web::Json<ProfileView>, ApiError> {
     let not_found = || ApiError::not_found("you have no profile yet; create it with PUT");
     let mut conn = state.db.get().await?;
-    let profile = profiles::find(&mut conn, user.id).await?.ok_or_else(not_found)?;
+    let profile = crate::metrics::timed("profiles_find", profiles::find(&mut conn, user.id))
+        .await?
+        .ok_or_else(not_found)?;
     drop(conn);
     let mut shown = with_presence(&state, vec![profile]).await;
     shown.pop().map(web::Json).ok_or_else(not_found)

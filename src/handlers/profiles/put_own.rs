@@ -33,7 +33,11 @@ pub async fn put_own_profile(
 ) -> Result<web::Json<Profile>, ApiError> {
     let form = validate(body.into_inner())?;
     let mut conn = state.db.get().await?;
-    let profile = profiles::upsert_own(&mut conn, user.id, &form).await?;
+    let profile = crate::metrics::timed(
+        "profiles_upsert_own",
+        profiles::upsert_own(&mut conn, user.id, &form),
+    )
+    .await?;
     Ok(web::Json(profile))
 }
 

@@ -1,9 +1,11 @@
 pub mod app;
 pub mod db;
 pub mod node;
+pub mod otlp;
 pub mod plans;
 pub mod proxy;
 pub mod redis;
+pub mod relay;
 pub mod ws;
 
 pub use app::TestApp;
