@@ -1,16 +1,23 @@
 """The Socket.IO benchmark (`make bench-ws`).
 
+Each of idle and chat runs on both transports, WebSocket then Engine.IO
+long-polling (`transport=polling`, never upgraded), in the same run and the
+same tables.
+
 Idle: for 5,000 / 10,000 / 19,500 authenticated sockets on one fresh server
 (release, RUST_LOG=warn, WS_PING_INTERVAL=25000, MAX_CONNECTIONS=20 so that
 sockets + DB pool + listeners stay under the 20,000-fd limit), the server's
 RSS after warm-up with no socket, the sockets connected by several
 `aurum-loadgen idle` processes (at most 5,000 each, each from its own
 127.0.0.x), held 30 s with heartbeats, RSS again: RSS per socket and
-sockets established per second.
+sockets established per second. An idle polling socket is what an idle
+client keeps: the handshake and CONNECT done, one keep-alive connection
+with a long-poll GET waiting, the pongs POSTed on it between GETs.
 
 Chat: 1,000 sender/recipient pairs (`aurum-loadgen chat`) at rising offered
 rates, persisted with acks; delivered %, delivery and ack latency, and the
-CPU each side used.
+CPU each side used. Over polling each socket keeps a GET waiting on one
+connection and POSTs on a second, batching what queued meanwhile.
 
 Replay: a reconnect storm with a backlog. 1,000 recipients each hold 100
 messages and missed 1,000 more (from 10 partners each, interleaved as live
@@ -31,7 +38,8 @@ label's row.
 
 Knobs: BENCH_WS_ONLY (a comma-separated subset of idle,chat,replay: runs only
 those; the idle and chat table is written only when both ran, e.g.
-BENCH_WS_ONLY=replay for the replay alone), BENCH_WS_IDLE (socket counts),
+BENCH_WS_ONLY=replay for the replay alone), BENCH_WS_TRANSPORTS (websocket,polling: the idle and chat
+transports, in that order), BENCH_WS_IDLE (socket counts),
 BENCH_WS_RATES (msg/s), BENCH_WS_SECS, BENCH_WS_PAIRS, BENCH_WS_HOLD,
 BENCH_WS_REPLAY_SOCKETS, BENCH_WS_REPLAY_MESSAGES (missed per socket),
 BENCH_WS_REPLAY_DEADLINE (s), BENCH_WS_LABEL.
@@ -61,6 +69,9 @@ PROFILES = 20_000
 SECRET = "bench-ws-secret-0123456789abcdef"
 HTTP_PORT, WS_PORT = 18280, 18281
 WS_URL = f"ws://127.0.0.1:{WS_PORT}/socket.io/?EIO=4&transport=websocket"
+POLL_URL = f"http://127.0.0.1:{WS_PORT}/socket.io/?EIO=4&transport=polling"
+URLS = {"websocket": WS_URL, "polling": POLL_URL}
+TRANSPORTS = [x.strip() for x in os.environ.get("BENCH_WS_TRANSPORTS", "websocket,polling").split(",") if x.strip()]
 IDLE_COUNTS = [int(x) for x in os.environ.get("BENCH_WS_IDLE", "5000,10000,19500").split(",")]
 PER_PROCESS = 5_000
 HOLD = int(os.environ.get("BENCH_WS_HOLD", "30"))
@@ -225,12 +236,13 @@ def read_json(proc, what):
     return json.loads(line)
 
 
-def idle_case(sockets):
+def idle_case(sockets, transport):
+    url = URLS[transport]
     server = start_server({"MAX_CONNECTIONS": "20"})
     try:
         # Warm-up: a few sockets come and go (arbiters, registry shards and
         # the JWT key are live), then the baseline with no socket open.
-        warm = loadgen(["idle", "--url", WS_URL, "--first-user", str(IDLE_FIRST_USER + 900_000),
+        warm = loadgen(["idle", "--url", url, "--first-user", str(IDLE_FIRST_USER + 900_000),
                         "--sockets", "50", "--hold-secs", "1", "--local-addr", local_addr()])
         warm.communicate(timeout=60)
         time.sleep(3)
@@ -239,7 +251,7 @@ def idle_case(sockets):
         shares = [sockets // procs + (1 if i < sockets % procs else 0) for i in range(procs)]
         gens, first = [], IDLE_FIRST_USER
         for share in shares:
-            gens.append(loadgen(["idle", "--url", WS_URL, "--first-user", str(first), "--sockets", str(share),
+            gens.append(loadgen(["idle", "--url", url, "--first-user", str(first), "--sockets", str(share),
                                  "--hold-secs", str(HOLD + 3), "--connect-concurrency", str(CONNECT_CONCURRENCY),
                                  "--local-addr", local_addr()]))
             first += share
@@ -253,7 +265,7 @@ def idle_case(sockets):
         for r in started:
             for kind, n in r["failures"].items():
                 failures[kind] = failures.get(kind, 0) + n
-        log(f"idle {sockets}: {established} established in {span_ms} ms, {failed} failed {failures or ''}")
+        log(f"idle {transport} {sockets}: {established} established in {span_ms} ms, {failed} failed {failures or ''}")
         # Measure HOLD - 1 s after the last socket connected (a ping round,
         # 25 s, has passed); the load generators hold 3 s longer than that.
         time.sleep(max(0.0, HOLD - 1 - (time.time() * 1000 - max(r["end_unix_ms"] for r in started)) / 1000))
@@ -267,13 +279,14 @@ def idle_case(sockets):
     finally:
         stop_server(server)
     return {
-        "sockets": sockets, "procs": procs, "established": established, "failed": failed, "failures": failures,
+        "transport": transport, "sockets": sockets, "procs": procs, "established": established, "failed": failed, "failures": failures,
         "per_sec": per_sec, "connect_ms": span_ms, "before": before, "connected": connected, "after": after,
         "per_socket": (after - before) / sockets, "open_at_end": open_at_end, "pings": pings, "fds": fds,
     }
 
 
-def chat_steps():
+def chat_steps(transport):
+    url = URLS[transport]
     sql("TRUNCATE messages, conversation_reads, conversations RESTART IDENTITY CASCADE")
     server = start_server({})
     rows = []
@@ -281,15 +294,15 @@ def chat_steps():
         # Warm-up (not reported): every pair's conversation exists, the
         # server's statements are prepared; the steps then measure steady state.
         pairs = max(PAIRS, math.ceil(max(RATES) / SENDER_RATE_LIMIT))
-        log(f"chat: warm-up, {pairs} pairs at {WARMUP_RATE} msg/s for {WARMUP_SECS} s")
-        warm = loadgen(["chat", "--url", WS_URL, "--pairs", str(pairs), "--first-user", "1",
+        log(f"chat {transport}: warm-up, {pairs} pairs at {WARMUP_RATE} msg/s for {WARMUP_SECS} s")
+        warm = loadgen(["chat", "--url", url, "--pairs", str(pairs), "--first-user", "1",
                         "--rate", str(WARMUP_RATE), "--secs", str(WARMUP_SECS), "--local-addr", local_addr()])
         warm.communicate(timeout=120)
         time.sleep(2)
         for rate in RATES:
             pairs = max(PAIRS, math.ceil(rate / SENDER_RATE_LIMIT))
-            log(f"chat: {rate:,} msg/s offered, {pairs} pairs, {STEP_SECS} s")
-            gen = loadgen(["chat", "--url", WS_URL, "--pairs", str(pairs), "--first-user", "1",
+            log(f"chat {transport}: {rate:,} msg/s offered, {pairs} pairs, {STEP_SECS} s")
+            gen = loadgen(["chat", "--url", url, "--pairs", str(pairs), "--first-user", "1",
                            "--rate", str(rate), "--secs", str(STEP_SECS), "--local-addr", local_addr()])
             read_json(gen, "chat")
             ticks0 = (cpu_ticks(server.pid), postgres_ticks(), cpu_ticks(gen.pid), time.monotonic())
@@ -300,6 +313,7 @@ def chat_steps():
             cpu = [(b - a) / CLK_TCK / wall * 100 for a, b in zip(ticks0[:3], ticks1[:3])]
             done["pairs"] = pairs
             done["cpu"] = cpu
+            done["transport"] = transport
             rows.append(done)
             d = done["delivery_ms"]
             log(f"  sent {done['sent']:,}, ok {done['acked_ok']:,} ({done['acked_ok_per_sec']:,.0f}/s), errors {done['ack_errors']}, delivered "
@@ -475,6 +489,15 @@ def machine():
     return bench_common.machine(sql("SHOW server_version")[0])
 
 
+def load_average():
+    """The 1-minute load average: how busy the machine was beside the benchmark."""
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+LOAD_AT_START = load_average()
+
+
 def ms(value):
     return "-" if value is None else f"{value:,.1f}"
 
@@ -490,10 +513,13 @@ def write_report(idle, chat, stored):
         BEGIN,
         "## Socket.IO sockets and chat (`make bench-ws`)",
         "",
-        f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}.",
+        f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; 1-minute load average "
+        f"{LOAD_AT_START:.1f} at the start, {load_average():.1f} at the end.",
         "Command: `make bench-ws` (release build; `scripts/bench_ws.py` drives `target/release/aurum serve` "
-        "and `target/release/aurum-loadgen`, which speaks Engine.IO v4 / Socket.IO v5 as raw frames; the server and "
-        "each load generator run in a session of their own). "
+        "and `target/release/aurum-loadgen`, which speaks Engine.IO v4 / Socket.IO v5 as raw frames, over "
+        "WebSocket or over long-polling on its own HTTP/1.1 keep-alive client; the server and "
+        "each load generator run in a session of their own)"
+        + (f", with `{knobs()}`" if knobs() else "") + ". "
         "The machine is shared and noisy: its 2 cores run the server, PostgreSQL and the load generators "
         "together (and whatever else runs there), so treat the figures as indicative.",
         "",
@@ -505,16 +531,20 @@ def write_report(idle, chat, stored):
         f"generators hold {HOLD + 3} s and report how many sockets are still open then (open at end). Load generator processes hold at most "
         f"{PER_PROCESS:,} sockets each, each from its own 127.0.0.x, {CONNECT_CONCURRENCY} handshakes in "
         "flight per process. RSS connected = VmRSS as soon as all are connected; RSS per socket = (RSS after "
-        "hold - RSS before) / sockets. Established/s = sockets / (last CONNECT answer - first connect attempt).",
+        "hold - RSS before) / sockets. Established/s = sockets / (last CONNECT answer - first connect attempt). "
+        "A polling socket (`transport=polling`, no upgrade) is what an idle client keeps: the handshake GET, "
+        "`POST 40{auth}` and the GET that brought the CONNECT answer done, then one keep-alive connection with a "
+        "long-poll GET waiting (the server answers it with a PING every 25 s; the pong is POSTed on the same "
+        "connection, then the next GET waits). Pongs sent counts WebSocket pongs or POSTed ones.",
         "",
-        "| sockets | loadgen procs | established | failed | established/s | RSS before MiB | RSS connected MiB "
+        "| transport | sockets | loadgen procs | established | failed | established/s | RSS before MiB | RSS connected MiB "
         "| RSS after hold MiB | RSS per socket KiB | open at end | pongs sent | server fds |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in idle:
         failed = f"{r['failed']:,}" + (f" ({', '.join(f'{k}: {v}' for k, v in r['failures'].items())})"
                                        if r["failures"] else "")
-        lines.append(f"| {r['sockets']:,} | {r['procs']} | {r['established']:,} | {failed} | {r['per_sec']:,.0f} | "
+        lines.append(f"| {r['transport']} | {r['sockets']:,} | {r['procs']} | {r['established']:,} | {failed} | {r['per_sec']:,.0f} | "
                      f"{r['before'] / 1024:.1f} | {r['connected'] / 1024:.1f} | {r['after'] / 1024:.1f} | {r['per_socket']:.2f} | "
                      f"{r['open_at_end']:,} | {r['pings']:,} | {r['fds']:,} |")
     lines += [
@@ -529,28 +559,36 @@ def write_report(idle, chat, stored):
         "Persisted msg/s = ok acks / (last ack - first send). The server allows "
         f"{SENDER_RATE_LIMIT} msg/s per sender (burst 40), so {PAIRS:,} senders can offer at most "
         f"{PAIRS * SENDER_RATE_LIMIT:,} msg/s; rates above that use more pairs (the pairs column). "
-        "CPU is percent of one core during the sending and draining window (PostgreSQL = all its processes).",
+        "CPU is percent of one core during the sending and draining window (PostgreSQL = all its processes). "
+        "Each transport has a server of its own (messages truncated before it). Over polling every socket keeps "
+        "a long-poll GET waiting on one keep-alive connection, and POSTs on a second one, one POST at a time, "
+        "what queued while the last was out going together (as engine.io-client batches); acks and "
+        "`new_message` come back on the GETs.",
         "",
-        "| offered msg/s | pairs | sent | achieved send msg/s | acked ok | persisted msg/s | ack errors | delivered % "
+        "| transport | offered msg/s | pairs | sent | achieved send msg/s | acked ok | persisted msg/s | ack errors | delivered % "
         "| delivery p50 ms | delivery p99 ms | delivery max ms | ack p99 ms | CPU server / PostgreSQL / loadgen % |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in chat:
         errors = ", ".join(f"{k}: {v:,}" for k, v in r["ack_errors"].items()) or "-"
         if r["ack_missing"]:
             errors += f"; no ack: {r['ack_missing']:,}"
         cpu = " / ".join(f"{c:.0f}" for c in r["cpu"])
-        lines.append(f"| {r['offered_rate']:,.0f} | {r['pairs']:,} | {r['sent']:,} | {r['achieved_send_rate']:,.0f} | "
+        lines.append(f"| {r['transport']} | {r['offered_rate']:,.0f} | {r['pairs']:,} | {r['sent']:,} | {r['achieved_send_rate']:,.0f} | "
                      f"{r['acked_ok']:,} | {r['acked_ok_per_sec']:,.0f} | {errors} | {r['delivered_pct']:.2f} | {ms(r['delivery_ms']['p50'])} | "
                      f"{ms(r['delivery_ms']['p99'])} | {ms(r['delivery_ms']['max'])} | {ms(r['ack_ms']['p99'])} | "
                      f"{cpu} |")
-    best = max((r["offered_rate"] for r in chat if passes(r)), default=None)
+    lines.append("")
+    for transport in dict.fromkeys(r["transport"] for r in chat):
+        best = max((r["offered_rate"] for r in chat if r["transport"] == transport and passes(r)), default=None)
+        lines.append(
+            f"{transport}: highest offered rate with delivery p99 under {P99_TARGET_MS:.0f} ms (all sent, >= 99.9 % "
+            f"delivered, no ack errors): **{best:,.0f} msg/s**; messages stored in PostgreSQL at the end of its "
+            f"steps: {stored[transport]:,}." if best is not None else
+            f"{transport}: no offered rate kept delivery p99 under {P99_TARGET_MS:.0f} ms with everything "
+            f"delivered; messages stored in PostgreSQL at the end of its steps: {stored[transport]:,}.")
+    lines += side_by_side(idle, chat)
     lines += [
-        "",
-        (f"Highest offered rate with delivery p99 under {P99_TARGET_MS:.0f} ms (all sent, >= 99.9 % delivered, "
-         f"no ack errors): **{best:,.0f} msg/s**." if best is not None else
-         f"No offered rate kept delivery p99 under {P99_TARGET_MS:.0f} ms with everything delivered."),
-        f"Messages stored in PostgreSQL at the end: {stored:,}.",
         "",
         "Targets (issue #3): at most 5 KiB of server RSS per idle socket; at least 5,000 sockets established/s; "
         "15,000 persisted msg/s with p99 under 50 ms.",
@@ -559,6 +597,27 @@ def write_report(idle, chat, stored):
     block = "\n".join(lines)
     bench_common.write_block(ROOT, BEGIN, END, block)
     print(block)
+
+
+def side_by_side(idle, chat):
+    """The two transports' figures next to each other, when both ran."""
+    transports = list(dict.fromkeys([r["transport"] for r in idle] + [r["transport"] for r in chat]))
+    if len(transports) < 2:
+        return []
+    lines = ["", "### The transports side by side", "",
+             "| idle sockets | " + " | ".join(f"{t} RSS per socket KiB" for t in transports) + " |",
+             "|---:|" + "---:|" * len(transports)]
+    for sockets in dict.fromkeys(r["sockets"] for r in idle):
+        cells = [next((f"{r['per_socket']:.2f}" for r in idle if r["sockets"] == sockets and r["transport"] == t), "-")
+                 for t in transports]
+        lines.append(f"| {sockets:,} | " + " | ".join(cells) + " |")
+    lines += ["", "| offered msg/s | " + " | ".join(f"{t} delivery p50 / p99 ms (delivered %)" for t in transports)
+              + " |", "|---:|" + "---|" * len(transports)]
+    for rate in dict.fromkeys(r["offered_rate"] for r in chat):
+        cells = [next((f"{ms(r['delivery_ms']['p50'])} / {ms(r['delivery_ms']['p99'])} ({r['delivered_pct']:.2f})"
+                       for r in chat if r["offered_rate"] == rate and r["transport"] == t), "-") for t in transports]
+        lines.append(f"| {rate:,.0f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 SERVER_PATHS = ["src", "actors", "schema", "migrations", "Cargo.lock"]
@@ -674,13 +733,19 @@ def main():
     if unknown or not ONLY:
         raise SystemExit(f"BENCH_WS_ONLY: a comma-separated subset of {','.join(SCENARIOS)}, not {unknown or 'nothing'}")
     prepare_database()
-    idle = []
+    unknown = [x for x in TRANSPORTS if x not in URLS]
+    if unknown or not TRANSPORTS:
+        raise SystemExit(f"BENCH_WS_TRANSPORTS: a comma-separated subset of {','.join(URLS)}, not {unknown or 'nothing'}")
+    idle, chat, stored = [], [], {}
     if "idle" in ONLY:
-        for sockets in IDLE_COUNTS:
-            log(f"idle: {sockets:,} sockets")
-            idle.append(idle_case(sockets))
+        for transport in TRANSPORTS:
+            for sockets in IDLE_COUNTS:
+                log(f"idle: {sockets:,} sockets over {transport}")
+                idle.append(idle_case(sockets, transport))
     if "chat" in ONLY:
-        chat, stored = chat_steps()
+        for transport in TRANSPORTS:
+            rows, stored[transport] = chat_steps(transport)
+            chat += rows
     if "idle" in ONLY and "chat" in ONLY:
         write_report(idle, chat, stored)
     elif "idle" in ONLY or "chat" in ONLY:

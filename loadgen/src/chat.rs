@@ -22,19 +22,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant as TokioInstant;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::proto::{self, Error, Target, Tokens, Ws};
+use crate::proto::{self, Error, Target, Tokens};
+use crate::socket::Socket;
 use crate::stats::{self, Tally};
 
 #[derive(Debug, clap::Args)]
 pub struct ChatArgs {
-    /// Socket.IO endpoint of the senders, e.g. ws://127.0.0.1:8081/socket.io/?EIO=4&transport=websocket
+    /// Socket.IO endpoint of the senders, e.g. ws://127.0.0.1:8081/socket.io/?EIO=4&transport=websocket,
+    /// or http://127.0.0.1:8081/socket.io/?EIO=4&transport=polling for long-polling
     #[arg(long)]
     url: String,
     /// Endpoint of the recipients (default: `--url`). Given more than once,
@@ -353,7 +353,7 @@ async fn connect_all(
     recipients: &[Arc<Target>],
     local: Option<Ipv4Addr>,
     tokens: Arc<Tokens>,
-) -> Result<Vec<Ws>, Error> {
+) -> Result<Vec<Socket>, Error> {
     let permits = Arc::new(Semaphore::new(args.connect_concurrency));
     let timeout = Duration::from_secs(args.timeout_secs);
     let count = pairs.len();
@@ -370,7 +370,7 @@ async fn connect_all(
             let _permit = permits.acquire_owned().await.map_err(|_| Error::Closed)?;
             let attempt = async {
                 let token = tokens.issue(user)?;
-                proto::connect(&target, local, &token).await
+                Socket::connect(&target, local, &token).await
             };
             match tokio::time::timeout(timeout, attempt).await {
                 Ok(result) => result.map(|ws| (i, ws)),
@@ -378,7 +378,7 @@ async fn connect_all(
             }
         });
     }
-    let mut sockets: Vec<Option<Ws>> = (0..count * 2).map(|_| None).collect();
+    let mut sockets: Vec<Option<Socket>> = (0..count * 2).map(|_| None).collect();
     let mut failures = Tally::default();
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
@@ -405,7 +405,7 @@ async fn connect_all(
 
 async fn sender(
     index: u64,
-    mut ws: Ws,
+    mut ws: Socket,
     plan: &Plan,
     counters: &Counters,
     mut stop: watch::Receiver<bool>,
@@ -428,7 +428,7 @@ async fn sender(
                     "42{next}[\"chat_message\",{{\"recipient_id\":{recipient},\"message\":\"lg:{}:{next}:{sent_ns}:{}\"}}]",
                     plan.run, plan.pad
                 );
-                if ws.send(Message::text(frame)).await.is_err() {
+                if ws.send(frame).await.is_err() {
                     report.closed_early = true;
                     break;
                 }
@@ -444,10 +444,10 @@ async fn sender(
                 }
             }
             frame = ws.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
+                Some(text) => {
                     let text = text.as_str();
                     if text == "2" {
-                        if ws.send(Message::text("3")).await.is_err() {
+                        if ws.send("3".to_owned()).await.is_err() {
                             report.closed_early = true;
                             break;
                         }
@@ -457,11 +457,10 @@ async fn sender(
                         report.server_errors += 1;
                     }
                 }
-                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                None => {
                     report.closed_early = true;
                     break;
                 }
-                Some(Ok(_)) => {}
             },
         }
     }
@@ -504,7 +503,7 @@ fn on_ack(
 }
 
 async fn recipient(
-    mut ws: Ws,
+    mut ws: Socket,
     plan: &Plan,
     counters: &Counters,
     mut stop: watch::Receiver<bool>,
@@ -515,10 +514,10 @@ async fn recipient(
             biased;
             _ = stop.changed() => break,
             frame = ws.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
+                Some(text) => {
                     let text = text.as_str();
                     if text == "2" {
-                        if ws.send(Message::text("3")).await.is_err() {
+                        if ws.send("3".to_owned()).await.is_err() {
                             report.closed_early = true;
                             break;
                         }
@@ -536,11 +535,10 @@ async fn recipient(
                         report.unexpected += 1;
                     }
                 }
-                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                None => {
                     report.closed_early = true;
                     break;
                 }
-                Some(Ok(_)) => {}
             },
         }
     }

@@ -1,5 +1,10 @@
 //! `idle`: open many authenticated sockets, answer the server's pings, hold.
 //!
+//! Over long-polling (an `http://` URL) each socket is one keep-alive
+//! connection that completed the handshake and CONNECT and keeps a GET
+//! waiting, as an idle client does; a PING's pong is POSTed on it between
+//! GETs (`crate::poll::hold_idle`).
+//!
 //! Prints two JSON lines on stdout: `{"phase":"established",...}` once every
 //! socket has connected or failed, and `{"phase":"held",...}` after the hold.
 
@@ -13,12 +18,14 @@ use serde_json::json;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::proto::{self, Error, Target, Tokens, Ws};
+use crate::poll::{self, Opened};
+use crate::proto::{self, Error, Target, Tokens, Transport, Ws};
 use crate::stats::{self, Tally};
 
 #[derive(Debug, clap::Args)]
 pub struct IdleArgs {
-    /// Socket.IO endpoint, e.g. ws://127.0.0.1:8081/socket.io/?EIO=4&transport=websocket
+    /// Socket.IO endpoint, e.g. ws://127.0.0.1:8081/socket.io/?EIO=4&transport=websocket,
+    /// or http://127.0.0.1:8081/socket.io/?EIO=4&transport=polling for long-polling
     #[arg(long)]
     url: String,
     /// The server's JWT_SECRET (HS256).
@@ -55,6 +62,12 @@ struct Shared {
 }
 
 type Outcome = Result<Instant, Error>;
+
+/// A connected socket, on its transport.
+enum Held {
+    Ws(Box<Ws>),
+    Poll(Opened),
+}
 
 pub async fn run(args: IdleArgs) -> Result<(), Error> {
     if args.sockets == 0 || args.connect_concurrency == 0 {
@@ -144,7 +157,18 @@ async fn socket(
         };
         let attempt = async {
             let token = shared.tokens.issue(user)?;
-            proto::connect(&shared.target, shared.local, &token).await
+            match shared.target.transport {
+                Transport::WebSocket => proto::connect(&shared.target, shared.local, &token)
+                    .await
+                    .map(|ws| Held::Ws(Box::new(ws))),
+                Transport::Polling => poll::connect(
+                    &shared.target,
+                    shared.local,
+                    &format!("{{\"token\":\"{token}\"}}"),
+                )
+                .await
+                .map(Held::Poll),
+            }
         };
         match tokio::time::timeout(shared.timeout, attempt).await {
             Ok(result) => result,
@@ -152,11 +176,19 @@ async fn socket(
         }
     };
     match connected {
-        Ok(ws) => {
+        Ok(held) => {
             shared.open.fetch_add(1, Ordering::Relaxed);
             let _ = done.send(Ok(Instant::now()));
             drop(done);
-            hold(&shared, ws, stop).await;
+            match held {
+                Held::Ws(ws) => hold(&shared, *ws, stop).await,
+                Held::Poll(opened) => {
+                    let pongs = || {
+                        shared.pings.fetch_add(1, Ordering::Relaxed);
+                    };
+                    poll::hold_idle(&shared.target, opened, stop, pongs).await;
+                }
+            }
             shared.open.fetch_sub(1, Ordering::Relaxed);
         }
         Err(error) => {

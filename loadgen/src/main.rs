@@ -1,13 +1,16 @@
 //! `aurum-loadgen`: a Socket.IO load generator for Aurum's benchmarks
 //! (`make bench-ws`). It speaks Engine.IO v4 / Socket.IO v5 as raw text
-//! frames over tokio-tungstenite with small buffers, so one process holds
-//! thousands of sockets; it only connects to loopback (127.0.0.0/8) and
+//! frames over tokio-tungstenite with small buffers, or over Engine.IO
+//! long-polling on hand-written HTTP/1.1 keep-alive (an `http://` URL), so
+//! one process holds thousands of sockets; it only connects to loopback (127.0.0.0/8) and
 //! every run is bounded in time. Reports are JSON lines on stdout.
 
 mod chat;
 mod idle;
+mod poll;
 mod proto;
 mod replay;
+mod socket;
 mod stats;
 
 use std::process::ExitCode;

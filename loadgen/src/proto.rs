@@ -30,6 +30,8 @@ pub enum Error {
     Timeout,
     Protocol(String),
     Refused(String),
+    /// A long-polling request answered with this status.
+    Http(u16),
 }
 
 impl Error {
@@ -45,6 +47,7 @@ impl Error {
             Self::Timeout => "timeout".into(),
             Self::Protocol(_) => "protocol".into(),
             Self::Refused(_) => "connect_error".into(),
+            Self::Http(status) => format!("http:{status}"),
         }
     }
 }
@@ -59,6 +62,7 @@ impl fmt::Display for Error {
             Self::Timeout => write!(f, "timed out"),
             Self::Protocol(message) => write!(f, "protocol: {message}"),
             Self::Refused(message) => write!(f, "CONNECT refused: {message}"),
+            Self::Http(status) => write!(f, "long-polling request answered {status}"),
         }
     }
 }
@@ -77,20 +81,38 @@ impl From<tungstenite::Error> for Error {
     }
 }
 
-/// Where to connect: a loopback address and the request URL.
+/// How a target's sockets reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    /// Engine.IO long-polling (`crate::poll`), never upgraded.
+    Polling,
+}
+
+/// Where to connect: a loopback address, the request URL and the transport.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub url: String,
+    /// The request target (path and query) of long-polling requests.
+    pub path: String,
+    pub transport: Transport,
 }
 
 impl Target {
-    /// Accepts `ws://127.x.y.z:port/path?query` only: this tool sends traffic
-    /// to loopback and nowhere else.
+    /// Accepts `ws://127.x.y.z:port/path?query` (WebSocket) or
+    /// `http://127.x.y.z:port/path?query` (long-polling) only: this tool
+    /// sends traffic to loopback and nowhere else.
     pub fn parse(url: &str) -> Result<Self, Error> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| Error::Config(format!("{url}: only ws:// URLs are supported")))?;
+        let (rest, transport) = match (url.strip_prefix("ws://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (rest, Transport::WebSocket),
+            (None, Some(rest)) => (rest, Transport::Polling),
+            (None, None) => {
+                return Err(Error::Config(format!(
+                    "{url}: only ws:// (WebSocket) and http:// (long-polling) URLs are supported"
+                )));
+            }
+        };
         let authority = rest.split(['/', '?']).next().unwrap_or_default();
         let addr: SocketAddr = authority
             .parse()
@@ -100,12 +122,23 @@ impl Target {
                 "{url}: only loopback (127.0.0.0/8) targets are allowed"
             )));
         }
-        let url = if rest.len() == authority.len() {
-            format!("{url}/socket.io/?EIO=4&transport=websocket")
-        } else {
-            url.to_owned()
+        let path = match (&rest[authority.len()..], transport) {
+            ("", Transport::WebSocket) => "/socket.io/?EIO=4&transport=websocket".to_owned(),
+            ("", Transport::Polling) => "/socket.io/?EIO=4&transport=polling".to_owned(),
+            (path, _) => path.to_owned(),
         };
-        Ok(Self { addr, url })
+        if transport == Transport::Polling && !path.contains("transport=polling") {
+            return Err(Error::Config(format!(
+                "{url}: an http:// URL asks for transport=polling"
+            )));
+        }
+        let url = format!("{}{authority}{path}", &url[..url.len() - rest.len()]);
+        Ok(Self {
+            addr,
+            url,
+            path,
+            transport,
+        })
     }
 }
 

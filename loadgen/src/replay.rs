@@ -114,8 +114,14 @@ pub async fn run(args: ReplayArgs) -> Result<(), Error> {
     let concurrency = args
         .connect_concurrency
         .unwrap_or(usize::try_from(args.sockets).unwrap_or(usize::MAX));
+    let target = Target::parse(&args.url)?;
+    if target.transport != proto::Transport::WebSocket {
+        return Err(Error::Config(
+            "replay runs over WebSocket only (a ws:// --url)".into(),
+        ));
+    }
     let shared = Arc::new(Shared {
-        target: Target::parse(&args.url)?,
+        target,
         local: args.local_addr.as_deref().map(proto::parse_local).transpose()?,
         tokens: Tokens::new(&args.secret, Duration::from_secs(args.deadline_secs + 3600)),
         permits: Semaphore::new(concurrency.min(Semaphore::MAX_PERMITS)),

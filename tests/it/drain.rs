@@ -152,6 +152,31 @@ struct Member {
 
 #[actix_rt::test]
 async fn a_draining_node_sends_official_clients_elsewhere_and_keeps_every_acked_message() {
+    let transports = std::env::var("AURUM_E2E_TRANSPORTS").unwrap_or_else(|_| "websocket".to_owned());
+    official_clients_across_a_drain(&transports).await;
+}
+
+/// Long-polling sessions open when the node drains: their waiting GETs are
+/// answered with Engine.IO's CLOSE (later requests with "Session ID
+/// unknown"), so the official client reconnects, to the other node.
+#[actix_rt::test]
+async fn a_draining_node_sends_polling_clients_elsewhere_and_keeps_every_acked_message() {
+    official_clients_across_a_drain("polling").await;
+}
+
+/// The official client's defaults: polling, then the upgrade, both of
+/// which must reach the node that holds the session.
+#[actix_rt::test]
+async fn a_draining_node_sends_upgraded_clients_elsewhere_and_keeps_every_acked_message() {
+    official_clients_across_a_drain("polling,websocket").await;
+}
+
+/// Members chat through a balancer while node a drains; on WebSocket alone
+/// the balancer goes round robin (each pair's members on different nodes,
+/// their messages crossing the bus); with polling every request of a
+/// session must reach the node that holds it, so it is sticky: all on a,
+/// then all on b once a stops accepting.
+async fn official_clients_across_a_drain(transports: &str) {
     let app = TestApp::spawn().await;
     let pairs = 6_i64;
     app.seed(1, usize::try_from(pairs * 2).unwrap(), 9).await;
@@ -168,10 +193,15 @@ async fn a_draining_node_sends_official_clients_elsewhere_and_keeps_every_acked_
     let mut a = ChildNode::start(&app.db.url, &node_env("a")).await;
     let b = ChildNode::start(&app.db.url, &node_env("b")).await;
     let backends = [&a, &b].map(|node| node.ws_base.trim_start_matches("ws://").to_owned());
-    let balancer = Balancer::start(backends.to_vec()).await;
+    let balancer = if transports == "websocket" {
+        Balancer::start(backends.to_vec()).await
+    } else {
+        Balancer::failover(backends.to_vec()).await
+    };
 
     // Pairs (1, 2), (3, 4), ...: round robin puts each pair's members on
-    // different nodes, so their messages cross the bus until a drains.
+    // different nodes, so their messages cross the bus until a drains
+    // (failover puts them all on a, and on b as they move).
     let members: Vec<Value> = (1..=pairs * 2)
         .map(|user| {
             let partner = if user % 2 == 1 { user + 1 } else { user - 1 };
@@ -184,10 +214,7 @@ async fn a_draining_node_sends_official_clients_elsewhere_and_keeps_every_acked_
         .current_dir(&dir)
         .env("AURUM_WS_URL", format!("http://{}", balancer.address))
         .env("AURUM_MEMBERS", Value::from(members).to_string())
-        .env(
-            "AURUM_TRANSPORTS",
-            std::env::var("AURUM_E2E_TRANSPORTS").unwrap_or_else(|_| "websocket".to_owned()),
-        )
+        .env("AURUM_TRANSPORTS", transports)
         .env("AURUM_CHAT_MS", "5000")
         .env("AURUM_SETTLE_MS", "4000")
         .stdout(std::process::Stdio::piped())
@@ -202,6 +229,13 @@ async fn a_draining_node_sends_official_clients_elsewhere_and_keeps_every_acked_
     assert_eq!(first.as_deref(), Some("READY"));
     let on_a = a.get_json("/health").await["sockets"].as_u64().unwrap();
     assert!(on_a > 0, "the balancer put members on a");
+    if transports != "websocket" {
+        assert_eq!(
+            on_a,
+            u64::try_from(pairs * 2).unwrap(),
+            "failover puts every member on a"
+        );
+    }
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     a.terminate();

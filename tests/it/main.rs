@@ -15,6 +15,7 @@ mod delivery;
 mod deploy;
 mod drain;
 mod e2e;
+mod e2e_python;
 mod explain;
 mod messages;
 mod metrics;

@@ -1,6 +1,9 @@
 //! A TCP load balancer on loopback, as a Service or an Ingress in front of
 //! the nodes: each connection goes to the next backend, round robin,
-//! skipping one that refuses it (a node that stopped accepting).
+//! skipping one that refuses it (a node that stopped accepting). Or, for
+//! long-polling, whose requests must all reach the node holding their
+//! session, in failover order: every connection to the first backend that
+//! accepts it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +15,18 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    /// Starts balancing over `backends` (`host:port`).
+    /// Starts balancing over `backends` (`host:port`), round robin.
     pub async fn start(backends: Vec<String>) -> Self {
+        Self::spawn(backends, true).await
+    }
+
+    /// Starts sending every connection to the first of `backends` that
+    /// accepts it: sticky while that node accepts, the next one after.
+    pub async fn failover(backends: Vec<String>) -> Self {
+        Self::spawn(backends, false).await
+    }
+
+    async fn spawn(backends: Vec<String>, round_robin: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let backends = Arc::new(backends);
@@ -22,7 +35,11 @@ impl Balancer {
             while let Ok((mut client, _)) = listener.accept().await {
                 let (backends, next) = (Arc::clone(&backends), Arc::clone(&next));
                 tokio::spawn(async move {
-                    let first = next.fetch_add(1, Ordering::Relaxed);
+                    let first = if round_robin {
+                        next.fetch_add(1, Ordering::Relaxed)
+                    } else {
+                        0
+                    };
                     for attempt in 0..backends.len() {
                         let backend = &backends[(first + attempt) % backends.len()];
                         if let Ok(mut server) = tokio::net::TcpStream::connect(backend).await {
