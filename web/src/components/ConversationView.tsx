@@ -96,7 +96,9 @@ export function ConversationView(props: { otherUserId: number; conversations: Co
     const root = log.current;
     if (!target || !root || !history.hasNextPage) return undefined;
     const observer = new IntersectionObserver((entries) => {
-      if (entries.some((e) => e.isIntersecting) && root.scrollTop > 0) loadOlder();
+      // Not while the log sits at the bottom (a short history is all in
+      // view): only when the member scrolled up to the top.
+      if (entries.some((e) => e.isIntersecting) && !atBottom.current) loadOlder();
     }, { root });
     observer.observe(target);
     return () => observer.disconnect();

@@ -15,6 +15,7 @@ import { uuid } from './uuid';
 const ACK_TIMEOUT_MS = 8000;
 /** At most one `typing` per this many ms (the server allows 5 a second). */
 const TYPING_EVERY_MS = 1500;
+const NO_ANSWER = 'no answer from the server';
 
 type Ack = { ok: true; id: number; conversation_id: number; sent_at: string } | { ok: false; error: { code: string; message: string } };
 
@@ -44,7 +45,15 @@ export function connectChat(url: string, token: string, store: ChatStore, option
 
   socket.on('connect', () => {
     store.setStatus('connected');
-    if (connectedBefore) options.onReconnect?.();
+    if (connectedBefore) {
+      options.onReconnect?.();
+      // Sends that got no answer (the connection died under them) go again
+      // with their own client_id: one the server stored after all is
+      // answered with the stored message, not stored twice.
+      for (const outgoing of store.getState().outgoing.values()) {
+        if (outgoing.state === 'failed' && outgoing.error === NO_ANSWER) retry(outgoing.client_id);
+      }
+    }
     connectedBefore = true;
   });
   socket.on('disconnect', () => store.setStatus('reconnecting'));
@@ -91,7 +100,7 @@ export function connectChat(url: string, token: string, store: ChatStore, option
         { recipient_id: outgoing.recipient_id, message: outgoing.message, client_id: outgoing.client_id },
         (timedOut: Error | null, ack?: Ack) => {
           if (timedOut || !ack) {
-            store.settleSend(outgoing.client_id, { ok: false, error: 'no answer from the server' });
+            store.settleSend(outgoing.client_id, { ok: false, error: NO_ANSWER });
           } else if (ack.ok) {
             store.settleSend(outgoing.client_id, ack);
           } else {
@@ -100,6 +109,16 @@ export function connectChat(url: string, token: string, store: ChatStore, option
         },
       );
   };
+
+  function retry(clientId: string): void {
+    const before = store.getState().outgoing.get(clientId);
+    if (!before || before.state === 'sent') return;
+    // The same client_id: if the first try was stored after all, the
+    // server answers with that message instead of storing it twice.
+    const again: Outgoing = { ...before, state: 'pending', error: undefined };
+    store.startSend(again);
+    emitSend(again);
+  }
 
   return {
     send(recipientId, text) {
@@ -113,15 +132,7 @@ export function connectChat(url: string, token: string, store: ChatStore, option
       emitSend(outgoing);
       return outgoing.client_id;
     },
-    retry(clientId) {
-      const before = store.getState().outgoing.get(clientId);
-      if (!before || before.state === 'sent') return;
-      // The same client_id: if the first try was stored after all, the
-      // server answers with that message instead of storing it twice.
-      const again: Outgoing = { ...before, state: 'pending', error: undefined };
-      store.startSend(again);
-      emitSend(again);
-    },
+    retry,
     typing(recipientId) {
       const now = Date.now();
       if (now - (lastTyping.get(recipientId) ?? 0) < TYPING_EVERY_MS || !socket.connected) return;
