@@ -144,7 +144,8 @@ describe('the web client', () => {
       }
       requested = nowRequested;
       const end = await pageA.locator('[data-testid=list-status]').textContent();
-      if (end.includes('That is everyone')) break;
+      const atBottom = await pageA.evaluate(() => window.innerHeight + window.scrollY >= document.body.scrollHeight - 2);
+      if (end.includes('That is everyone') && atBottom) break;
     }
     const ids = await cardIds(pageA);
     assert.ok(ids.length >= 200, `only ${ids.length} profiles`);
