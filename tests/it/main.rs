@@ -27,4 +27,5 @@ mod profiles_scroll;
 mod realtime;
 mod replay;
 mod supervisor;
+mod web;
 mod writer;
