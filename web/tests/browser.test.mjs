@@ -80,9 +80,9 @@ async function batchesSettled(quietMs = 400) {
 
 /** Waits until no card waits for its details and the batch calls are done. */
 async function detailsSettled(page) {
-  await page.waitForTimeout(200);
+  await page.waitForTimeout(150);
   await page.waitForFunction(() => !document.querySelector('li.card[data-details=loading]'), null, { timeout: 10_000 });
-  await batchesSettled(300);
+  await batchesSettled(250);
 }
 
 async function cardIds(page) {
@@ -131,8 +131,8 @@ describe('the web client', () => {
     assert.equal(layoutShifts, 0);
     for (let step = 0; step < 80; step++) {
       const callsBefore = batchCalls.length;
-      // Less than a screen, so every card comes into view on the way.
-      await pageA.evaluate(() => window.scrollBy(0, 600));
+      // Less than a screen (800 px), so every card comes into view on the way.
+      await pageA.evaluate(() => window.scrollBy(0, 760));
       await detailsSettled(pageA);
       const nowRequested = await requestedCount(pageA);
       const calls = batchCalls.length - callsBefore;

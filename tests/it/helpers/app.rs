@@ -73,6 +73,11 @@ impl TestApp {
             // A node a test drops stops at once (the drain has tests of its own).
             "--drain-delay=0".to_owned(),
         ];
+        let sockets = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // The addresses really listened on, as `aurum serve` has them: the
+        // page's client-config names WS_BIND's port.
+        args.push(format!("--bind={}", listener.local_addr().unwrap()));
+        args.push(format!("--ws-bind={}", sockets.local_addr().unwrap()));
         // An extra flag replaces the default of the same name.
         let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
         args.retain(|a| !extra_args.iter().any(|e| flag(e) == flag(a)));
@@ -80,7 +85,6 @@ impl TestApp {
         let config = Config::from_args(args).unwrap();
         let state = AppState::new(config).unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let sockets = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let ws_base = format!("ws://{}", sockets.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let realtime = aurum::realtime::Realtime::start(&state).unwrap();
