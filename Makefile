@@ -8,12 +8,18 @@ SEED_PROFILES ?= 100000
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 AURUM := $(TARGET_DIR)/release/aurum
 
-.PHONY: help run cluster test lint fmt build release bench-profiles bench-ws bench-cluster soak soak-delivery
+.PHONY: help run cluster test lint fmt build release web screenshots bench-profiles bench-ws bench-cluster soak soak-delivery
+
+# The web client (web/): its sources and lockfile; web/dist is rebuilt when
+# any of them is newer than the last build.
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json web/package.json
 
 help:
 	@echo "make run             start PostgreSQL if needed, migrate, seed $(SEED_PROFILES) profiles, serve"
 	@echo "make cluster         like run, with Redis (started if none answers) and two nodes: a on 8080/8081, b on 8090/8091"
 	@echo "make test            start PostgreSQL if needed, run every test"
+	@echo "make web             build the web client (web/ -> web/dist, served at / by aurum serve)"
+	@echo "make screenshots     the web client at desktop and phone width -> docs/web-*.png"
 	@echo "make lint            cargo fmt --check and clippy -D warnings"
 	@echo "make bench-profiles  profile API benchmark on 1,000,000 profiles -> docs/benchmarks.md"
 	@echo "make bench-ws        Socket.IO benchmark: idle sockets, chat rates, replay -> docs/benchmarks.md"
@@ -31,11 +37,14 @@ build:
 release:
 	$(CARGO) build --release --bin aurum
 
-run: release
+run: release web
 	@if [ -z "$${DATABASE_URL:-}" ]; then export DATABASE_URL="$$(scripts/ensure-postgres.sh)/$(DB_NAME)"; fi; \
 	$(AURUM) migrate --create-database; \
 	$(AURUM) seed --profiles $(SEED_PROFILES) --if-empty; \
 	token=$$($(AURUM) token --dev --user 1); \
+	echo; \
+	echo "The web client, signed in as member 1 (another window: sign in there as another member):"; \
+	echo "  http://$${BIND:-127.0.0.1:8080}/#token=$$token"; \
 	echo; \
 	echo "A development token for user 1 (valid 24 h):"; \
 	echo "  $$token"; \
@@ -55,7 +64,8 @@ cluster: release
 # Tests make their own databases (cloned from a migrated template) on the
 # server found or started here; nextest runs them in parallel processes when
 # installed, cargo test in parallel threads otherwise.
-test: tests/e2e/node_modules/.package-lock.json
+test: tests/e2e/node_modules/.package-lock.json web
+	cd web && npx vitest run
 	@export AURUM_TEST_PG="$${AURUM_TEST_PG:-$$(scripts/ensure-postgres.sh)}"; \
 	echo "tests use PostgreSQL at $$AURUM_TEST_PG"; \
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
@@ -67,6 +77,21 @@ test: tests/e2e/node_modules/.package-lock.json
 # The official socket.io-client for the end-to-end test, pinned by the lockfile.
 tests/e2e/node_modules/.package-lock.json: tests/e2e/package-lock.json
 	cd tests/e2e && npm ci --no-audit --no-fund
+
+# The web client: TypeScript, React and Vite from web/package-lock.json,
+# built ahead into web/dist (no Node at run time).
+web: web/dist/index.html
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && npm run build
+
+# Both pages at desktop and phone width, taken by the browser test.
+screenshots: web
+	@export AURUM_TEST_PG="$${AURUM_TEST_PG:-$$(scripts/ensure-postgres.sh)}"; \
+	AURUM_SCREENSHOTS="$(CURDIR)/docs" $(CARGO) test --test integration -- --exact web::the_web_client_works_in_a_real_browser
 
 lint:
 	$(CARGO) fmt --all --check

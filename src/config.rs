@@ -2,6 +2,7 @@
 //! start-up. `aurum serve --help` lists every variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aurum_schema::pool::PoolSettings;
@@ -109,9 +110,21 @@ pub struct Config {
     pub ws_ping_timeout: u64,
     /// Origins (`https://app.example.com`, comma-separated) whose browser
     /// pages may use long-polling across origins (CORS, credentials
-    /// allowed); none by default.
+    /// allowed); none by default. Under --dev, BIND's own origins (the web
+    /// client served at `/`) are allowed as well.
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', num_args = 0..)]
     pub cors_origins: Vec<String>,
+    /// The built web client (`make web` writes `web/dist`), served at `/`
+    /// on BIND; a relative path is taken from the working directory. When
+    /// the folder has no `index.html`, `/` answers a JSON error and every
+    /// other route works as usual.
+    #[arg(long, env = "WEB_DIR", default_value = "web/dist")]
+    pub web_dir: PathBuf,
+    /// The Socket.IO URL the web client connects to (`https://chat.example`
+    /// when an ingress routes `/socket.io/` on the page's own host); unset:
+    /// the host the page was loaded from, on WS_BIND's port.
+    #[arg(long, env = "PUBLIC_SOCKET_URL")]
+    pub public_socket_url: Option<String>,
     /// Chat messages a user may send per second, across all their sockets
     /// on this node.
     #[arg(long, env = "CHAT_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
@@ -222,6 +235,38 @@ impl Config {
         }
     }
 
+    /// The origins allowed to long-poll the socket listener: CORS_ORIGINS,
+    /// and under --dev the origins the web client is served from on BIND
+    /// (the page and the sockets are on different ports, so different
+    /// origins, and a browser's default transport is long-polling).
+    pub fn socket_cors_origins(&self) -> Vec<String> {
+        let mut origins: Vec<String> = self
+            .cors_origins
+            .iter()
+            // A browser's Origin never ends in '/'; a listed one may.
+            .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+            .filter(|origin| !origin.is_empty())
+            .collect();
+        if self.dev {
+            let port = self.bind.port();
+            let ip = self.bind.ip();
+            let mut own = Vec::new();
+            if ip.is_unspecified() || ip.is_loopback() {
+                own.push(format!("http://localhost:{port}"));
+                own.push(format!("http://127.0.0.1:{port}"));
+            }
+            if !ip.is_unspecified() && !ip.is_loopback() {
+                own.push(format!("http://{}", self.bind));
+            }
+            for origin in own {
+                if !origins.contains(&origin) {
+                    origins.push(origin);
+                }
+            }
+        }
+        origins
+    }
+
     /// HTTP worker threads in force.
     pub fn http_workers(&self) -> usize {
         self.http_workers
@@ -304,6 +349,8 @@ impl std::fmt::Debug for Config {
             .field("ws_ping_interval", &self.ws_ping_interval)
             .field("ws_ping_timeout", &self.ws_ping_timeout)
             .field("cors_origins", &self.cors_origins)
+            .field("web_dir", &self.web_dir)
+            .field("public_socket_url", &self.public_socket_url)
             .field("chat_rate", &self.chat_rate)
             .field("chat_burst", &self.chat_burst)
             .field("typing_rate", &self.typing_rate)
@@ -400,6 +447,27 @@ mod tests {
         assert!(config(&[]).cors_origins.is_empty());
         let c = config(&["--cors-origins=https://a.example,http://localhost:3000"]);
         assert_eq!(c.cors_origins, vec!["https://a.example", "http://localhost:3000"]);
+    }
+
+    #[test]
+    fn dev_allows_the_web_clients_own_origins_for_long_polling() {
+        let c = config(&["--cors-origins=https://a.example/"]);
+        assert_eq!(c.socket_cors_origins(), vec!["https://a.example"]);
+        let c = config(&[
+            "--dev",
+            "--bind=127.0.0.1:9000",
+            "--cors-origins=https://a.example",
+        ]);
+        assert_eq!(
+            c.socket_cors_origins(),
+            vec![
+                "https://a.example",
+                "http://localhost:9000",
+                "http://127.0.0.1:9000"
+            ]
+        );
+        let c = config(&["--dev", "--bind=10.1.2.3:8080"]);
+        assert_eq!(c.socket_cors_origins(), vec!["http://10.1.2.3:8080"]);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Every route, mounted in one place, and the extractor settings that turn
 //! malformed input into JSON errors instead of actix's plain-text ones.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse, guard, web};
 
 use crate::error::ApiError;
-use crate::handlers::{admin, conversations, health, profiles};
+use crate::handlers::{admin, conversations, health, profiles, web as web_client};
 
 /// Largest JSON body accepted (a profile is a few KiB at most).
 const JSON_LIMIT: usize = 64 * 1024;
@@ -70,12 +71,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/conversations/{id}/messages",
                 web::get().to(conversations::list_messages),
+            )
+            .route("/client-config", web::get().to(web_client::get_client_config))
+            .route(
+                "/dev/token",
+                web::post()
+                    .guard(guard::fn_guard(web_client::dev_only))
+                    .to(web_client::create_dev_token),
             ),
     )
-    .default_service(web::to(not_found));
+    .default_service(web::to(fallback));
 }
 
-async fn not_found(req: HttpRequest) -> HttpResponse {
+/// What no route took: the web client's files for a page load (GET or
+/// HEAD outside the API's prefixes), a JSON 404 for everything else, so
+/// an unknown API path never answers with the page.
+async fn fallback(state: web::Data<crate::state::AppState>, req: HttpRequest) -> HttpResponse {
+    let path = req.path();
+    let api = ["/api", "/health", "/metrics"]
+        .iter()
+        .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")));
+    if !api && (req.method() == Method::GET || req.method() == Method::HEAD) {
+        return web_client::serve_web_file(state, req).await;
+    }
+    not_found(&req)
+}
+
+fn not_found(req: &HttpRequest) -> HttpResponse {
     use actix_web::ResponseError;
     ApiError::not_found(format!("no route for {} {}", req.method(), req.path())).error_response()
 }

@@ -6,6 +6,7 @@ pub mod conversations;
 pub mod health;
 mod page_json;
 pub mod profiles;
+pub mod web;
 
 pub use page_json::{PageJson, SizeHint};
 

@@ -138,13 +138,7 @@ impl Realtime {
             ping_interval: Duration::from_millis(config.ws_ping_interval),
             ping_timeout: Duration::from_millis(config.ws_ping_timeout),
             max_payload: config.ws_max_payload,
-            // A browser's Origin never ends in '/'; a listed one may.
-            cors_origins: config
-                .cors_origins
-                .iter()
-                .map(|origin| origin.trim().trim_end_matches('/').to_owned())
-                .filter(|origin| !origin.is_empty())
-                .collect(),
+            cors_origins: config.socket_cors_origins(),
             arbiters: self.arbiters.iter().map(actix::Arbiter::handle).collect(),
             admission: Arc::clone(&self.admission),
             tasks: Some(Arc::clone(&self.tasks)),

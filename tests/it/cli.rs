@@ -56,6 +56,8 @@ async fn serve_help_lists_the_limits_and_nothing_that_does_nothing() {
         "RESOURCE_INTERVAL",
         "DRAIN_DELAY",
         "SHUTDOWN_TIMEOUT",
+        "WEB_DIR",
+        "PUBLIC_SOCKET_URL",
     ] {
         assert!(
             help.contains(&format!("env: {variable}=")),

@@ -29,4 +29,5 @@ mod realtime;
 mod replay;
 mod supervisor;
 mod traces;
+mod web;
 mod writer;

@@ -35,6 +35,28 @@ impl TestApp {
 
     /// Starts a node on `db`, which other nodes of the test may share.
     pub async fn spawn_sharing(db: std::sync::Arc<TestDb>, extra_args: &[&str]) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::spawn_listening(db, extra_args, listener).await
+    }
+
+    /// Starts the server serving the built web client (web/dist), with the
+    /// page's own origin allowed to long-poll the sockets (another port,
+    /// so another origin), as `aurum serve --dev` does for its BIND.
+    pub async fn spawn_web() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let web_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist");
+        let args = [format!("--cors-origins={origin}"), format!("--web-dir={web_dir}")];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn_listening(std::sync::Arc::new(TestDb::migrated()), &args, listener).await
+    }
+
+    /// Starts a node on `db` serving HTTP on `listener`.
+    pub async fn spawn_listening(
+        db: std::sync::Arc<TestDb>,
+        extra_args: &[&str],
+        listener: std::net::TcpListener,
+    ) -> Self {
         // The nodes' logs, as RUST_LOG asks (errors only without it), in
         // the failing test's output.
         let _ = tracing_subscriber::fmt()
@@ -51,15 +73,18 @@ impl TestApp {
             // A node a test drops stops at once (the drain has tests of its own).
             "--drain-delay=0".to_owned(),
         ];
+        let sockets = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // The addresses really listened on, as `aurum serve` has them: the
+        // page's client-config names WS_BIND's port.
+        args.push(format!("--bind={}", listener.local_addr().unwrap()));
+        args.push(format!("--ws-bind={}", sockets.local_addr().unwrap()));
         // An extra flag replaces the default of the same name.
         let flag = |arg: &str| arg.split('=').next().unwrap_or_default().to_owned();
         args.retain(|a| !extra_args.iter().any(|e| flag(e) == flag(a)));
         args.extend(extra_args.iter().map(|a| (*a).to_owned()));
         let config = Config::from_args(args).unwrap();
         let state = AppState::new(config).unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let sockets = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let ws_base = format!("ws://{}", sockets.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let realtime = aurum::realtime::Realtime::start(&state).unwrap();
