@@ -4,7 +4,7 @@
 // options: long-polling, then the upgrade) on one of SOAK_NODES chosen at
 // random per visit, in a loop until SOAK_SECONDS have passed: connect with
 // `since` = the largest id it holds, send a few messages to random partners
-// (acked), stay a while, leave, come back. REST: scroll pages (following
+// (acked) to a few partners of its own, stay a while, leave, come back. REST: scroll pages (following
 // next_cursor) and viewport batches at SOAK_REST_RATE requests/s in all.
 // Every SOAK_REPORT seconds one JSON line of counts goes to stdout.
 import { createHmac } from "node:crypto";
@@ -30,6 +30,18 @@ function token(user) {
   const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
   const unsigned = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub: String(user), exp: Math.floor(Date.now() / 1000) + seconds + 3600 })}`;
   return `${unsigned}.${createHmac("sha256", secret).update(unsigned).digest("base64url")}`;
+}
+
+// A member talks with a handful of others (its neighbours on a ring of
+// PARTNERS each side), as members of a matrimony service do, not with
+// everyone: every connect and leave tells each partner (presence), so
+// random partners among all members would turn the soak into a presence
+// storm nobody sees in production.
+const PARTNERS = Number(process.env.SOAK_PARTNERS ?? 3);
+function partnerOf(user) {
+  const step = 1 + Math.floor(Math.random() * PARTNERS);
+  const ahead = Math.random() < 0.5 ? step : members - step;
+  return ((user - 1 + ahead) % members) + 1;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -64,8 +76,7 @@ async function member(user) {
     }
     const stay = Date.now() + between(5000, 30000);
     while (Date.now() < stay && Date.now() < deadline) {
-      let partner = 1 + Math.floor(Math.random() * members);
-      if (partner === user) partner = (partner % members) + 1;
+      const partner = partnerOf(user);
       counts.sent += 1;
       try {
         const ack = await socket.timeout(10000).emitWithAck("chat_message", {
