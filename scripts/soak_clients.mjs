@@ -3,7 +3,7 @@
 // SOAK_MEMBERS members, each with the official socket.io-client (default
 // options: long-polling, then the upgrade) on one of SOAK_NODES chosen at
 // random per visit, in a loop until SOAK_SECONDS have passed: connect with
-// `since` = the largest id it holds, send a few messages to random partners
+// `since` = the largest id it holds, send a few messages to its partners
 // (acked) to a few partners of its own, stay a while, leave, come back. REST: scroll pages (following
 // next_cursor) and viewport batches at SOAK_REST_RATE requests/s in all.
 // Every SOAK_REPORT seconds one JSON line of counts goes to stdout.
