@@ -168,6 +168,23 @@ where
     }
 }
 
+/// Runs a body of a supervised actor's; a panic in it stops the actor, so
+/// that its supervisor restarts it (see each actor's `restarting`) instead
+/// of the arbiter's task dying with it, or the actor going on half-updated.
+pub(crate) fn stop_on_panic<A>(
+    actor: &mut A,
+    ctx: &mut Context<A>,
+    name: &str,
+    body: impl FnOnce(&mut A, &mut Context<A>),
+) where
+    A: Actor<Context = Context<A>>,
+{
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(actor, ctx))).is_err() {
+        tracing::error!("the {name} panicked; restarting it");
+        ctx.stop();
+    }
+}
+
 /// One sample.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Resources {
@@ -225,6 +242,15 @@ struct Shared {
     last_action: std::sync::Mutex<Option<Action>>,
 }
 
+impl Shared {
+    fn last_sample(&self) -> Option<Resources> {
+        *self
+            .last_sample
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl SupervisorHandle {
     /// Starts sampling on the current arbiter; `admission` is the
     /// listener's.
@@ -251,11 +277,7 @@ impl SupervisorHandle {
 
     /// The latest sample, once there is one.
     pub fn resources(&self) -> Option<Resources> {
-        *self
-            .state
-            .last_sample
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.last_sample()
     }
 
     pub fn last_action(&self) -> Option<Action> {
@@ -466,9 +488,7 @@ impl ResourceSupervisor {
     /// The latest memory figure, for an action's record.
     fn resources_now(&self) -> f64 {
         self.state
-            .last_sample
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last_sample()
             .map_or(0.0, |sample| sample.memory_percent)
     }
 

@@ -27,7 +27,7 @@ use aurum_schema::pool::DbPool;
 use tokio::sync::oneshot;
 use tracing::{Instrument as _, Span};
 
-use crate::supervisor::{RestartPacing, pause_after_restart};
+use crate::supervisor::{RestartPacing, pause_after_restart, stop_on_panic};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
@@ -268,10 +268,7 @@ impl MessageWriter {
     /// Runs a handler body; a panic stops the writer so its supervisor
     /// restarts it (see `restarting`) instead of leaving it half-updated.
     fn guarded(&mut self, ctx: &mut Context<Self>, body: impl FnOnce(&mut Self, &mut Context<Self>)) {
-        if catch_unwind(AssertUnwindSafe(|| body(self, ctx))).is_err() {
-            tracing::error!("message writer panicked; restarting it");
-            ctx.stop();
-        }
+        stop_on_panic(self, ctx, "message writer", body);
     }
 }
 

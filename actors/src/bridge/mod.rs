@@ -53,7 +53,7 @@ pub use self::envelope::Envelope;
 use self::publisher::{Outbound, Publisher};
 use crate::registry::RegistryHandle;
 use crate::session::{EncodedPacket, SessionId};
-use crate::supervisor::{RestartPacing, pause_after_restart};
+use crate::supervisor::{RestartPacing, pause_after_restart, stop_on_panic};
 
 /// Called with the users whose deliveries may have been lost (after the
 /// bus was down): the application replays their messages from PostgreSQL.
@@ -520,10 +520,7 @@ impl RedisBridge {
     /// supervisor restarts it (see `restarting`) instead of the arbiter's
     /// task dying with it and the node off the bus for good.
     fn guarded(&mut self, ctx: &mut Context<Self>, body: impl FnOnce(&mut Self, &mut Context<Self>)) {
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(self, ctx))).is_err() {
-            tracing::error!("the bus bridge panicked; restarting it");
-            ctx.stop();
-        }
+        stop_on_panic(self, ctx, "bus bridge", body);
     }
 }
 
