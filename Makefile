@@ -8,7 +8,7 @@ SEED_PROFILES ?= 100000
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 AURUM := $(TARGET_DIR)/release/aurum
 
-.PHONY: help run cluster test lint fmt build release web screenshots bench-profiles bench-ws bench-cluster soak soak-delivery
+.PHONY: help run cluster test lint fmt build release web screenshots bench-profiles bench-ws bench-cluster soak soak-delivery reliability
 
 # The web client (web/): its sources and lockfile; web/dist is rebuilt when
 # any of them is newer than the last build.
@@ -29,6 +29,7 @@ help:
 	@echo "                     (BENCH_CLUSTER_ONLY=chat or =capacity, BENCH_CLUSTER_SOCKETS=6000: quicker)"
 	@echo "make soak            30 min of socket churn and REST load on two nodes: RSS -> docs/soak.csv, .png, benchmarks.md"
 	@echo "                     (SOAK_MINUTES, SOAK_MEMBERS; SOAK_WATERMARK=low: node b's supervisor acts)"
+	@echo "make reliability     every test, recording the hardening cases -> docs/reliability.md"
 	@echo "make soak-delivery   the randomized delivery test, longer: DELIVERY_SEEDS (20) runs of DELIVERY_SECS (15) each"
 
 build:
@@ -138,3 +139,17 @@ soak-delivery: tests/e2e/node_modules/.package-lock.json
 	@export AURUM_TEST_PG="$${AURUM_TEST_PG:-$$(scripts/ensure-postgres.sh)}"; \
 	export DELIVERY_SEEDS="$${DELIVERY_SEEDS:-20}" DELIVERY_SECS="$${DELIVERY_SECS:-15}"; \
 	$(CARGO) test --test integration -- --nocapture --exact delivery::no_message_is_skipped_across_random_reconnects
+
+# Every test, with the hardening tests recording each case they try (bad
+# input, abuse, faults) into one file; docs/reliability.md is made from it.
+reliability: tests/e2e/node_modules/.package-lock.json web
+	@export AURUM_TEST_PG="$${AURUM_TEST_PG:-$$(scripts/ensure-postgres.sh)}"; \
+	out="$$(mktemp)"; \
+	command="make reliability"; \
+	if AURUM_RELIABILITY_OUT="$$out" $(CARGO) nextest run --workspace --no-fail-fast; then \
+		result="every test passed"; \
+	else \
+		result="SOME TESTS FAILED (see the run's output)"; \
+	fi; \
+	python3 scripts/reliability.py "$$out" docs/reliability.md "$$command" "$$result"; \
+	rm -f "$$out"

@@ -6,6 +6,7 @@ pub mod plans;
 pub mod proxy;
 pub mod redis;
 pub mod relay;
+pub mod report;
 pub mod ws;
 
 pub use app::TestApp;
