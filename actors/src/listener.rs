@@ -428,7 +428,13 @@ async fn websocket(
     // Frames the client sent right behind its request, if any.
     let early = std::mem::take(pending);
     let (read, write) = stream.into_split();
-    let reader = WsReader::new(read, early, config.read_buffer_size, config.max_payload);
+    let reader = WsReader::new(
+        read,
+        early,
+        config.read_buffer_size,
+        config.max_payload,
+        config.message_timeout(),
+    );
     Ok((reader, WsWriter::new(write)))
 }
 

@@ -95,6 +95,7 @@ impl SocketApp for Recorder {
             args,
             attachments,
             ack,
+            ..
         } = event;
         match (name.as_str(), ack) {
             ("echo", _) => session.emit_binary(&nsp, "echo-back", args, attachments).unwrap(),

@@ -89,6 +89,14 @@ impl Default for SocketConfig {
 }
 
 impl SocketConfig {
+    /// Time a client has from a WebSocket message's first byte to its
+    /// last: the ping timeout. A client busy trickling a frame cannot
+    /// answer a ping either, and one that cannot finish a frame in the time
+    /// it has to answer one is as gone as one that does not answer.
+    pub(crate) fn message_timeout(&self) -> Duration {
+        self.ping_timeout
+    }
+
     /// Number of arbiters to start: `workers`, or one per core.
     pub(crate) fn worker_count(&self) -> usize {
         if self.workers > 0 {

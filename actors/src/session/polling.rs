@@ -385,7 +385,13 @@ impl Handler<Attach> for Session {
             }
         };
         let (read, write) = stream.into_split();
-        let reader = WsReader::new(read, early, self.config.read_buffer_size, self.config.max_payload);
+        let reader = WsReader::new(
+            read,
+            early,
+            self.config.read_buffer_size,
+            self.config.max_payload,
+            self.config.message_timeout(),
+        );
         let stream = ctx.add_stream(reader.into_stream());
         let timer = ctx.run_later(self.config.handshake_timeout, |act, ctx| {
             tracing::debug!(session = %act.id, "the client did not complete its upgrade");
