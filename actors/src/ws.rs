@@ -4,7 +4,9 @@
 //! A socket waiting for data holds no buffer at all: bytes are read only
 //! once the socket is readable, and the buffer they land in is released as
 //! soon as it is parsed. A message too big for that buffer gets an
-//! allocation of its own, sized to it, that leaves with the message. The
+//! allocation of its own, grown with the bytes that arrive (never sized by
+//! the header's claim alone), that leaves with the message; a message begun
+//! must end within a deadline. The
 //! general-purpose crate used before (tungstenite) reads every socket into
 //! one buffer that keeps the size of the largest message the socket ever
 //! received: 1,000 sockets that had each sent one 90 KB message held 89 MB

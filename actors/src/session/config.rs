@@ -33,7 +33,10 @@ pub struct SocketConfig {
     /// Application event futures a session runs at once; past that it stops
     /// reading its socket until one finishes.
     pub max_pending_events: usize,
-    /// Binary attachments allowed in one packet.
+    /// Binary attachments allowed in one packet. A BINARY_EVENT announcing
+    /// more reaches the application at once with
+    /// `Event::refused_attachments` set, and its attachments are dropped
+    /// unread as they arrive; 0 refuses every binary event that way.
     pub max_attachments: usize,
     /// Bytes read from a socket at a time. The buffer exists only while
     /// bytes wait to be parsed; a message larger than it is read into an
