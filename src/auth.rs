@@ -19,6 +19,12 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Written when issuing; checked by jsonwebtoken's validation, which
+    /// reads them itself (an `aud` may be a string or an array).
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub aud: Option<String>,
 }
 
 /// Signs and verifies member tokens.
@@ -27,18 +33,45 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl JwtKeys {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `aud` whenever a token has one, and refuses
+        // it unless an audience is expected: without JWT_AUDIENCE, `aud`
+        // is not ours to judge.
+        validation.validate_aud = false;
         validation.leeway = 5;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            issuer: None,
+            audience: None,
         }
+    }
+
+    /// Requires `iss` to be `issuer` and `aud` to name `audience`, each only
+    /// when given (JWT_ISSUER, JWT_AUDIENCE): tokens of another issuer or
+    /// meant for another service sharing the key are refused. Tokens this
+    /// node issues carry both, so `aurum token` stays usable.
+    pub fn expecting(mut self, issuer: Option<&str>, audience: Option<&str>) -> Self {
+        if let Some(issuer) = issuer {
+            self.validation.set_issuer(&[issuer]);
+            self.validation.required_spec_claims.insert("iss".to_owned());
+        }
+        if let Some(audience) = audience {
+            self.validation.set_audience(&[audience]);
+            self.validation.validate_aud = true;
+            self.validation.required_spec_claims.insert("aud".to_owned());
+        }
+        self.issuer = issuer.map(str::to_owned);
+        self.audience = audience.map(str::to_owned);
+        self
     }
 
     /// Issues a token for `user`, valid for `ttl_secs`.
@@ -53,6 +86,8 @@ impl JwtKeys {
             sub: user.to_string(),
             exp: now.saturating_add(ttl_secs),
             role: admin.then(|| "admin".to_owned()),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
@@ -63,6 +98,11 @@ impl JwtKeys {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => ApiError::unauthorized("token expired"),
+                ErrorKind::InvalidIssuer => ApiError::unauthorized("token issuer not accepted"),
+                ErrorKind::InvalidAudience => ApiError::unauthorized("token audience not accepted"),
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    ApiError::unauthorized(format!("token lacks the `{claim}` claim"))
+                }
                 _ => ApiError::unauthorized("invalid token"),
             }
         })?;

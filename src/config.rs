@@ -80,6 +80,12 @@ pub struct Config {
     /// Development mode: a fixed JWT key when JWT_SECRET is unset.
     #[arg(long)]
     pub dev: bool,
+    /// When set, a token's `iss` must be exactly this.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// When set, a token's `aud` must be (or include) this.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
     /// Database connections this node holds at most, all pools together
     /// (message writer, shared, one per HTTP worker).
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50)]
@@ -340,6 +346,8 @@ impl std::fmt::Debug for Config {
             .field("ws_bind", &self.ws_bind)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
             .field("dev", &self.dev)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
             .field("max_connections", &self.max_connections)
             .field("writer_connections", &self.writer_connections)
             .field("statement_timeout", &self.statement_timeout)

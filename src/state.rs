@@ -52,7 +52,8 @@ impl AppState {
             db,
             writer_db,
             pools: all,
-            jwt: JwtKeys::new(&secret),
+            jwt: JwtKeys::new(&secret)
+                .expecting(config.jwt_issuer.as_deref(), config.jwt_audience.as_deref()),
             cursors: CursorCodec::derive(&secret),
             config: Arc::new(config),
             per_http_worker: pools.per_http_worker,

@@ -65,6 +65,7 @@ impl SocketApp for Conformance {
             args,
             attachments,
             ack,
+            ..
         } = event;
         let sent = match (name.as_str(), ack) {
             ("message", _) => session.emit_binary(&nsp, "message-back", args, attachments),

@@ -337,8 +337,29 @@ impl Connection {
                 }
             }
             Route::Poll { sid } => {
+                // A GET read after the client's close (`POST 1` sent at the
+                // same time) ends as if it had been waiting: with a NOOP, as
+                // engine.io answers it, not as a stranger's sid.
+                let gone = || {
+                    if sessions.closed_by_client(&sid) {
+                        Ok(http::ok_response(
+                            PAYLOAD_TYPE,
+                            engine::NOOP_PACKET,
+                            &cors,
+                            keep_alive,
+                        ))
+                    } else {
+                        Err(Refusal::unknown_sid())
+                    }
+                };
                 let Some(session) = sessions.get(&sid) else {
-                    return refused(stream, Refusal::unknown_sid(), &cors).await;
+                    match gone() {
+                        Ok(noop) => {
+                            stream.write_all(noop.as_bytes()).await?;
+                            return Ok(keep_alive.then_some(stream));
+                        }
+                        Err(refusal) => return refused(stream, refusal, &cors).await,
+                    }
                 };
                 let (reply, answer) = oneshot::channel();
                 match session.send(Poll { reply }).await {
@@ -349,7 +370,13 @@ impl Connection {
                         );
                         return refused(stream, refusal, &cors).await;
                     }
-                    Err(_) => return refused(stream, Refusal::unknown_sid(), &cors).await,
+                    Err(_) => match gone() {
+                        Ok(noop) => {
+                            stream.write_all(noop.as_bytes()).await?;
+                            return Ok(keep_alive.then_some(stream));
+                        }
+                        Err(refusal) => return refused(stream, refusal, &cors).await,
+                    },
                 }
                 match wait_answer(&stream, answer, pending).await {
                     Some(payload) => http::ok_response(PAYLOAD_TYPE, &payload, &cors, keep_alive),
@@ -428,7 +455,13 @@ async fn websocket(
     // Frames the client sent right behind its request, if any.
     let early = std::mem::take(pending);
     let (read, write) = stream.into_split();
-    let reader = WsReader::new(read, early, config.read_buffer_size, config.max_payload);
+    let reader = WsReader::new(
+        read,
+        early,
+        config.read_buffer_size,
+        config.max_payload,
+        config.message_timeout(),
+    );
     Ok((reader, WsWriter::new(write)))
 }
 

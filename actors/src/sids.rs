@@ -3,8 +3,9 @@
 //! it belongs to. Its own module because the listener (which looks sids up)
 //! and every polling session (which registers and leaves) both need it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use actix::Addr;
 
@@ -15,7 +16,16 @@ use crate::session::Session;
 #[derive(Default)]
 pub struct PollingSessions {
     by_sid: Mutex<HashMap<String, Addr<Session>>>,
+    /// Sids whose client closed them lately, oldest first: a long-poll GET
+    /// sent together with the client's close (`POST 1`) may be read after
+    /// it, and gets the NOOP it would have got waiting, not a 400.
+    closed_by_client: Mutex<VecDeque<(Instant, String)>>,
 }
+
+/// How long a sid the client closed is remembered for a GET racing the close.
+const CLOSED_SID_GRACE: Duration = Duration::from_secs(10);
+/// Most such sids remembered: a bound, whatever the rate of closes.
+const MAX_CLOSED_SIDS: usize = 10_000;
 
 impl std::fmt::Debug for PollingSessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,6 +60,33 @@ impl PollingSessions {
         }
     }
 
+    /// Whether the client closed session `sid` in the last few seconds.
+    pub(crate) fn closed_by_client(&self, sid: &str) -> bool {
+        let closed = self
+            .closed_by_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        closed
+            .iter()
+            .any(|(at, closed)| closed == sid && at.elapsed() < CLOSED_SID_GRACE)
+    }
+
+    fn remember_client_close(&self, sid: &str) {
+        let mut closed = self
+            .closed_by_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        while closed
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) >= CLOSED_SID_GRACE)
+            || closed.len() >= MAX_CLOSED_SIDS
+        {
+            closed.pop_front();
+        }
+        closed.push_back((now, sid.to_owned()));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Addr<Session>>> {
         // Every critical section is one map operation, which cannot leave
         // the map half-changed: a panic elsewhere that poisoned it changes
@@ -67,6 +104,12 @@ pub(crate) struct Registration {
 impl Registration {
     pub(crate) fn sid(&self) -> &str {
         &self.sid
+    }
+
+    /// The client closed the session: a GET of its racing the close is
+    /// answered NOOP for a while (see [`PollingSessions::closed_by_client`]).
+    pub(crate) fn closed_by_client(self) {
+        self.sessions.remember_client_close(&self.sid);
     }
 }
 

@@ -4,7 +4,9 @@
 //! A socket waiting for data holds no buffer at all: bytes are read only
 //! once the socket is readable, and the buffer they land in is released as
 //! soon as it is parsed. A message too big for that buffer gets an
-//! allocation of its own, sized to it, that leaves with the message. The
+//! allocation of its own, grown with the bytes that arrive (never sized by
+//! the header's claim alone), that leaves with the message; a message begun
+//! must end within a deadline. The
 //! general-purpose crate used before (tungstenite) reads every socket into
 //! one buffer that keeps the size of the largest message the socket ever
 //! received: 1,000 sockets that had each sent one 90 KB message held 89 MB
@@ -54,6 +56,10 @@ pub(crate) enum ReadError {
     Protocol(&'static str),
     #[error("a text message is not UTF-8")]
     Utf8,
+    /// A message begun and not finished in time: a client trickling a
+    /// frame a byte at a time holds the socket no longer than this.
+    #[error("a message was not complete within {0:?} of its first byte")]
+    Timeout(std::time::Duration),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -129,18 +135,29 @@ pub(crate) struct WsReader {
     max_payload: usize,
     /// The opcode and data so far of a message sent in fragments.
     fragments: Option<(u8, Vec<u8>)>,
+    /// Time from a message's first byte to its last.
+    message_timeout: std::time::Duration,
     done: bool,
 }
 
 impl WsReader {
-    /// `early` holds bytes the client sent right behind its upgrade request.
-    pub(crate) fn new(read: OwnedReadHalf, early: Vec<u8>, chunk: usize, max_payload: usize) -> Self {
+    /// `early` holds bytes the client sent right behind its upgrade
+    /// request; a message must arrive whole within `message_timeout` of its
+    /// first byte.
+    pub(crate) fn new(
+        read: OwnedReadHalf,
+        early: Vec<u8>,
+        chunk: usize,
+        max_payload: usize,
+        message_timeout: std::time::Duration,
+    ) -> Self {
         Self {
             read,
             pending: early,
             chunk: chunk.max(16),
             max_payload,
             fragments: None,
+            message_timeout,
             done: false,
         }
     }
@@ -158,7 +175,7 @@ impl WsReader {
         if self.done {
             return None;
         }
-        let item = self.read_message().await.transpose();
+        let item = self.read_timed().await.transpose();
         if !matches!(
             item,
             Some(Ok(Incoming::Text(_)
@@ -169,6 +186,18 @@ impl WsReader {
             self.done = true;
         }
         item
+    }
+
+    /// [`Self::read_message`], with its deadline running from the
+    /// message's first byte: waiting between messages has none (the
+    /// heartbeat finds a silent client), a message begun must end in time.
+    async fn read_timed(&mut self) -> Result<Option<Incoming>, ReadError> {
+        if self.pending.is_empty() && self.fragments.is_none() && !self.fill().await? {
+            return Ok(None);
+        }
+        tokio::time::timeout(self.message_timeout, self.read_message())
+            .await
+            .unwrap_or(Err(ReadError::Timeout(self.message_timeout)))
     }
 
     /// The next whole message; `None` when the client closed the connection
@@ -265,17 +294,29 @@ impl WsReader {
             self.pending.drain(..frame_end);
             payload
         } else {
-            // Bigger than what has arrived: an allocation of its own, filled
-            // straight from the socket, so `pending` never grows to its size.
-            let mut payload = vec![0; len];
-            let mut filled = self.pending.len() - header.size;
-            payload[..filled].copy_from_slice(&self.pending[header.size..]);
+            // Bigger than what has arrived: an allocation of its own, so
+            // `pending` never grows to its size, and grown with what really
+            // arrives, never sized by the header alone: a header claiming
+            // 100 KB followed by a trickle (or nothing) costs what came.
+            let mut payload = Vec::with_capacity(len.min(MAX_READ_CHUNK));
+            payload.extend_from_slice(&self.pending[header.size..]);
             self.pending.clear();
-            while filled < len {
+            while payload.len() < len {
                 self.read.readable().await?;
-                match self.read.try_read(&mut payload[filled..]) {
+                // On the stack, after the wait, as in `fill`.
+                let mut chunk = [0_u8; MAX_READ_CHUNK];
+                let want = (len - payload.len()).min(MAX_READ_CHUNK);
+                match self.read.try_read(&mut chunk[..want]) {
                     Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
-                    Ok(read) => filled += read,
+                    Ok(read) => {
+                        if payload.capacity() - payload.len() < read {
+                            // Doubling, capped at the frame's size: what
+                            // is held stays within twice what arrived.
+                            let grown = (payload.capacity() * 2).clamp(read, len);
+                            payload.reserve_exact(grown - payload.len());
+                        }
+                        payload.extend_from_slice(&chunk[..read]);
+                    }
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                     Err(error) => return Err(error.into()),
                 }
@@ -452,7 +493,16 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let (read, _write) = server.into_split();
-        (client, WsReader::new(read, Vec::new(), 64, max_payload))
+        (
+            client,
+            WsReader::new(
+                read,
+                Vec::new(),
+                64,
+                max_payload,
+                std::time::Duration::from_secs(5),
+            ),
+        )
     }
 
     #[tokio::test]

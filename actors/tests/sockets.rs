@@ -95,6 +95,7 @@ impl SocketApp for Recorder {
             args,
             attachments,
             ack,
+            ..
         } = event;
         match (name.as_str(), ack) {
             ("echo", _) => session.emit_binary(&nsp, "echo-back", args, attachments).unwrap(),
@@ -807,8 +808,59 @@ async fn a_polling_client_chats_with_acks_and_binary_over_kept_alive_connections
     assert_eq!(disconnects.len(), 1, "{disconnects:?}");
     assert_eq!(disconnects[0].2, DisconnectReason::TransportClose);
     no_polling_sessions(&sessions).await;
+    // A GET of the closed session's is taken for one that raced the close.
     let after = client.get().await;
-    assert_eq!((after.status, after.engine_code()), (400, json!(1)));
+    assert_eq!((after.status, after.body.as_str()), (200, "6"), "{after:?}");
+    server.shutdown().await;
+}
+
+/// The official protocol suite's "should forcefully close the session":
+/// a long-poll GET and the client's `POST 1` go out at once. Whichever the
+/// listener reads first, the GET ends with a NOOP (as engine.io answers a
+/// GET waiting on a close), never the 400 of an unknown sid.
+#[actix::test]
+async fn a_long_poll_racing_the_clients_close_ends_with_a_noop() {
+    let (config, sessions) = polling_config();
+    let mut server = start(config).await;
+
+    // The GET first: it is waiting when the close comes.
+    let mut waiting = Poller::connected(server.addr).await;
+    let target = waiting.target();
+    waiting.gets.send("GET", &target, "", "").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(waiting.post("1").await.status, 200);
+    let answer = waiting.gets.response().await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "6"), "{answer:?}");
+
+    // The close first, handled to the end (the session is gone from the
+    // map) before the GET is even sent: the order the race can take
+    // under load, made certain.
+    let mut late = Poller::connected(server.addr).await;
+    assert_eq!(late.post("1").await.status, 200);
+    server.app.wait_disconnects(2).await;
+    no_polling_sessions(&sessions).await;
+    let answer = late.get().await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, "6"), "{answer:?}");
+
+    // Both at once, as the suite sends them.
+    let mut both = Poller::connected(server.addr).await;
+    let target = both.target();
+    both.gets.send("GET", &target, "", "").await;
+    both.posts.send("POST", &target, "", "1").await;
+    let (get, post) = tokio::join!(both.gets.response(), both.posts.response());
+    assert_eq!((get.status, get.body.as_str()), (200, "6"), "{get:?}");
+    assert_eq!(post.status, 200, "{post:?}");
+
+    // Only a client's close is remembered: a sid that timed out, or never
+    // was, is still unknown.
+    let unknown = once(
+        server.addr,
+        "GET",
+        &format!("{POLLING}&sid=BBBBBBBBBBBBBBBBBBBB"),
+        "",
+    )
+    .await;
+    assert_eq!((unknown.status, unknown.engine_code()), (400, json!(1)));
     server.shutdown().await;
 }
 

@@ -74,7 +74,6 @@ diesel::table! {
 diesel::joinable!(conversation_reads -> conversations (conversation_id));
 diesel::joinable!(conversation_reads -> profiles (user_id));
 diesel::joinable!(messages -> conversations (conversation_id));
-diesel::joinable!(messages -> profiles (sender_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     audit_logs,

@@ -18,6 +18,12 @@ pub struct TokenArgs {
     ttl: u64,
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Written as `iss`, for a node that checks JWT_ISSUER.
+    #[arg(long, env = "JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Written as `aud`, for a node that checks JWT_AUDIENCE.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
     /// Sign with the development key when JWT_SECRET is unset.
     #[arg(long)]
     dev: bool,
@@ -32,7 +38,9 @@ pub fn token(args: &TokenArgs) -> Result<(), CliError> {
     };
     println!(
         "{}",
-        JwtKeys::new(secret.as_bytes()).issue(user, args.admin, args.ttl)?
+        JwtKeys::new(secret.as_bytes())
+            .expecting(args.jwt_issuer.as_deref(), args.jwt_audience.as_deref())
+            .issue(user, args.admin, args.ttl)?
     );
     Ok(())
 }

@@ -320,7 +320,7 @@ impl ChatApp {
         };
         let user = member.user;
         let session = session.clone();
-        if !event.attachments.is_empty() {
+        if !event.attachments.is_empty() || event.refused_attachments > 0 {
             let error = ChatError::new(
                 "binary_not_supported",
                 "chat events take JSON only, not binary attachments",

@@ -68,16 +68,28 @@ fn validate(limits: &ChatLimits, user: i64, payload: &Value) -> Result<Outgoing,
             format!("messages are 1 to {} characters", limits.max_message_chars),
         ));
     }
+    // PostgreSQL's text cannot hold NUL: such a message would fail the
+    // whole batch it was written in, other members' messages with it.
+    // Other control characters are text like any other, stored and sent
+    // back as they came (JSON escapes them).
+    if body.contains('\0') {
+        return Err(ChatError::new(
+            "invalid_message",
+            "messages cannot contain NUL (U+0000)",
+        ));
+    }
     let client_id = match payload.get("client_id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= limits.max_client_id_chars => {
+        Some(Value::String(id))
+            if !id.is_empty() && id.chars().count() <= limits.max_client_id_chars && !id.contains('\0') =>
+        {
             Some(id.clone())
         }
         Some(_) => {
             return Err(ChatError::new(
                 "invalid_payload",
                 format!(
-                    "`client_id` must be a string of 1 to {} characters",
+                    "`client_id` must be a string of 1 to {} characters, without NUL",
                     limits.max_client_id_chars
                 ),
             ));

@@ -138,6 +138,8 @@ impl Realtime {
             ping_interval: Duration::from_millis(config.ws_ping_interval),
             ping_timeout: Duration::from_millis(config.ws_ping_timeout),
             max_payload: config.ws_max_payload,
+            // Chat events are JSON only: attachments are refused unread.
+            max_attachments: 0,
             cors_origins: config.socket_cors_origins(),
             arbiters: self.arbiters.iter().map(actix::Arbiter::handle).collect(),
             admission: Arc::clone(&self.admission),

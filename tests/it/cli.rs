@@ -58,6 +58,8 @@ async fn serve_help_lists_the_limits_and_nothing_that_does_nothing() {
         "SHUTDOWN_TIMEOUT",
         "WEB_DIR",
         "PUBLIC_SOCKET_URL",
+        "JWT_ISSUER",
+        "JWT_AUDIENCE",
     ] {
         assert!(
             help.contains(&format!("env: {variable}=")),

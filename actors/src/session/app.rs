@@ -159,6 +159,10 @@ pub struct Event {
     pub args: Vec<Value>,
     /// Binary attachments, empty for a plain EVENT.
     pub attachments: Vec<Vec<u8>>,
+    /// Attachments the packet announced beyond `SocketConfig::max_attachments`:
+    /// discarded as they arrive, never held, so an application that takes
+    /// none (a limit of 0) refuses the event without it being assembled.
+    pub refused_attachments: u64,
     /// Present when the client asked for an acknowledgement.
     pub ack: Option<AckReply>,
 }

@@ -33,7 +33,10 @@ pub struct SocketConfig {
     /// Application event futures a session runs at once; past that it stops
     /// reading its socket until one finishes.
     pub max_pending_events: usize,
-    /// Binary attachments allowed in one packet.
+    /// Binary attachments allowed in one packet. A BINARY_EVENT announcing
+    /// more reaches the application at once with
+    /// `Event::refused_attachments` set, and its attachments are dropped
+    /// unread as they arrive; 0 refuses every binary event that way.
     pub max_attachments: usize,
     /// Bytes read from a socket at a time. The buffer exists only while
     /// bytes wait to be parsed; a message larger than it is read into an
@@ -89,6 +92,14 @@ impl Default for SocketConfig {
 }
 
 impl SocketConfig {
+    /// Time a client has from a WebSocket message's first byte to its
+    /// last: the ping timeout. A client busy trickling a frame cannot
+    /// answer a ping either, and one that cannot finish a frame in the time
+    /// it has to answer one is as gone as one that does not answer.
+    pub(crate) fn message_timeout(&self) -> Duration {
+        self.ping_timeout
+    }
+
     /// Number of arbiters to start: `workers`, or one per core.
     pub(crate) fn worker_count(&self) -> usize {
         if self.workers > 0 {

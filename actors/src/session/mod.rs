@@ -157,6 +157,9 @@ pub(crate) struct Session {
     connect_attempts: u32,
     /// A BINARY_EVENT / BINARY_ACK waiting for its attachments.
     assembling: Option<BinaryAssembler>,
+    /// Binary frames still to come for a packet whose attachments were
+    /// refused (over `max_attachments`): each is dropped unread.
+    discarding: u64,
     pong_deadline: Option<SpawnHandle>,
     pending_events: usize,
     stream: Stream,
@@ -237,6 +240,7 @@ impl Session {
             namespaces: Vec::new(),
             connect_attempts: 0,
             assembling: None,
+            discarding: 0,
             pong_deadline: None,
             pending_events: 0,
             stream: Stream::Live { floor: 0 },
@@ -516,7 +520,7 @@ impl Session {
     // ---- inbound ----
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        if self.assembling.is_some() {
+        if self.assembling.is_some() || self.discarding > 0 {
             return self.violation("text frame while binary attachments were expected", ctx);
         }
         match engine::decode_text(text) {
@@ -545,6 +549,16 @@ impl Session {
         if !packet.kind.is_binary() {
             return self.on_packet(packet, Vec::new(), ctx);
         }
+        if packet.kind == PacketKind::BinaryEvent && packet.attachments > self.config.max_attachments {
+            // Refused before any of it is read: the event goes to the
+            // application without them (it answers with its own error),
+            // and the frames that follow are counted off and dropped.
+            self.discarding = packet.attachments as u64;
+            let mut packet = packet;
+            packet.kind = PacketKind::Event;
+            packet.attachments = 0;
+            return self.on_packet(packet, Vec::new(), ctx);
+        }
         match BinaryAssembler::start(packet, self.config.max_attachments) {
             Ok(Assembly::Pending(assembler)) => self.assembling = Some(assembler),
             Ok(Assembly::Complete(packet)) => {
@@ -556,6 +570,10 @@ impl Session {
     }
 
     fn on_binary(&mut self, bytes: Vec<u8>, ctx: &mut Context<Self>) {
+        if self.discarding > 0 {
+            self.discarding -= 1;
+            return;
+        }
         let Some(assembler) = self.assembling.take() else {
             return self.violation("binary frame without a binary packet before it", ctx);
         };
@@ -702,6 +720,9 @@ impl Session {
             name,
             args,
             attachments,
+            // Set just before for a BINARY_EVENT whose attachments are
+            // refused; a text frame cannot come while it is non-zero.
+            refused_attachments: self.discarding,
             ack,
         };
         let Some(Namespace {
@@ -816,6 +837,10 @@ impl StreamHandler<Result<Incoming, ReadError>> for Session {
                 self.close(DisconnectReason::PayloadTooLarge, ctx);
             }
             Err(error @ (ReadError::Protocol(_) | ReadError::Utf8)) => self.violation(error, ctx),
+            Err(error @ ReadError::Timeout(_)) => {
+                tracing::debug!(session = %self.id, %error, "closing socket: message too slow");
+                self.close(DisconnectReason::TransportError, ctx);
+            }
             Err(ReadError::Io(error)) => {
                 // A peer that vanishes (process killed, network gone) is a
                 // transport failure, not a protocol violation.

@@ -109,11 +109,11 @@ impl Polling {
     /// client closed (as engine.io answers it), else CLOSE, so the client
     /// starts over.
     pub(super) fn end(mut self, reason: DisconnectReason) {
-        self.answer(if reason == DisconnectReason::TransportClose {
-            NOOP_PACKET
-        } else {
-            CLOSE_PACKET
-        });
+        let by_client = reason == DisconnectReason::TransportClose;
+        self.answer(if by_client { NOOP_PACKET } else { CLOSE_PACKET });
+        if by_client {
+            self.registration.closed_by_client();
+        }
     }
 
     /// Answers the waiting GET, if any, with `text`.
@@ -291,7 +291,7 @@ impl Handler<Poll> for Session {
     type Result = Result<(), PollRefusal>;
 
     fn handle(&mut self, Poll { reply }: Poll, ctx: &mut Self::Context) -> Self::Result {
-        let (closing, queued) = (self.exit.is_some(), !self.queue.is_empty());
+        let (exit, queued) = (self.exit, !self.queue.is_empty());
         let id = self.id;
         let Some(polling) = self.polling.as_deref_mut() else {
             return Err(PollRefusal);
@@ -301,8 +301,17 @@ impl Handler<Poll> for Session {
             Probe::Attached { probed, .. } => probed,
             Probe::None => false,
         };
-        if closing && !queued {
-            let _ = reply.send(CLOSE_PACKET.to_owned());
+        if let Some(reason) = exit
+            && !queued
+        {
+            // A GET that raced the client's own close ends as one that was
+            // waiting for it: NOOP (see `Polling::end`).
+            let answer = if reason == DisconnectReason::TransportClose {
+                NOOP_PACKET
+            } else {
+                CLOSE_PACKET
+            };
+            let _ = reply.send(answer.to_owned());
             return Ok(());
         }
         if polling
@@ -385,7 +394,13 @@ impl Handler<Attach> for Session {
             }
         };
         let (read, write) = stream.into_split();
-        let reader = WsReader::new(read, early, self.config.read_buffer_size, self.config.max_payload);
+        let reader = WsReader::new(
+            read,
+            early,
+            self.config.read_buffer_size,
+            self.config.max_payload,
+            self.config.message_timeout(),
+        );
         let stream = ctx.add_stream(reader.into_stream());
         let timer = ctx.run_later(self.config.handshake_timeout, |act, ctx| {
             tracing::debug!(session = %act.id, "the client did not complete its upgrade");

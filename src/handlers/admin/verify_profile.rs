@@ -31,6 +31,13 @@ pub async fn verify_profile(
             "`reason` must be at most 1000 characters",
         ));
     }
+    // PostgreSQL's text cannot hold NUL: the insert would fail (a 500).
+    if body.reason.as_ref().is_some_and(|r| r.contains('\0')) {
+        return Err(ApiError::bad_request(
+            "invalid_reason",
+            "`reason` cannot contain NUL (U+0000)",
+        ));
+    }
     let mut conn = state.db.get().await?;
     let verification =
         profiles::set_verification(&mut conn, admin.id, id, body.status, body.reason.as_deref());

@@ -48,6 +48,9 @@ fn validate(input: ProfileInput) -> Result<ProfileForm, ApiError> {
         let chars = value.chars().count();
         if chars == 0 || chars > max {
             Err(invalid(format!("`{name}` must be 1 to {max} characters")))
+        } else if value.contains('\0') {
+            // PostgreSQL's text cannot hold it: the insert would fail (a 500).
+            Err(invalid(format!("`{name}` cannot contain NUL (U+0000)")))
         } else {
             Ok(value)
         }
@@ -65,6 +68,9 @@ fn validate(input: ProfileInput) -> Result<ProfileForm, ApiError> {
     }
     if input.bio.chars().count() > 2000 {
         return Err(invalid("`bio` must be at most 2000 characters".to_owned()));
+    }
+    if input.bio.contains('\0') {
+        return Err(invalid("`bio` cannot contain NUL (U+0000)".to_owned()));
     }
     Ok(ProfileForm {
         display_name: text("display_name", input.display_name, 100)?,

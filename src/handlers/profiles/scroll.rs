@@ -115,6 +115,17 @@ fn parse_filter(query: &ScrollQuery) -> Result<ScrollFilter, ApiError> {
         ));
     }
     let text = |value: Option<&str>| non_blank(value).map(str::to_owned);
+    // PostgreSQL's text cannot hold NUL: the query would fail (a 500).
+    if [&query.religion, &query.city]
+        .into_iter()
+        .flatten()
+        .any(|value| value.contains('\0'))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_filter",
+            "`religion` and `city` cannot contain NUL (U+0000)",
+        ));
+    }
     Ok(ScrollFilter {
         gender,
         min_age,

@@ -12,13 +12,14 @@ use std::io::Write;
 /// Records one case: its `area` (a table of the report: "socket input",
 /// "rest input", "abuse", "faults", ...), what was tried, what happened, and
 /// the figures measured (`("acked lost", "0")`, `("held", "19000 sockets")`).
-#[allow(dead_code)] // until the hardening tests land (issue 14)
 pub fn record(area: &str, case: &str, outcome: &str, figures: &[(&str, String)]) {
     let Some(path) = std::env::var_os("AURUM_RELIABILITY_OUT") else {
         return;
     };
-    let figures: serde_json::Map<String, serde_json::Value> =
-        figures.iter().map(|(name, value)| ((*name).to_owned(), value.clone().into())).collect();
+    let figures: serde_json::Map<String, serde_json::Value> = figures
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.clone().into()))
+        .collect();
     let line = serde_json::json!({
         "area": area,
         "case": case,
