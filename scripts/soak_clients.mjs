@@ -102,9 +102,12 @@ async function restLoad() {
   const interval = 1000 / restRate;
   let cursor = null;
   let base = pick(rest);
+  let viewer = 1;
   while (Date.now() < deadline) {
     const started = Date.now();
-    const viewer = 1 + Math.floor(Math.random() * members);
+    // A cursor is signed for the member it was issued to: one member
+    // follows a scroll to its end, and the next scroll is someone else's.
+    if (!cursor) viewer = 1 + Math.floor(Math.random() * members);
     const headers = { Authorization: `Bearer ${token(viewer)}` };
     try {
       const query = cursor ? `cursor=${encodeURIComponent(cursor)}` : "limit=20&gender=female&min_age=25&max_age=40";

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::SendError as MailboxError;
@@ -52,10 +53,11 @@ pub enum RegisterError {
     Unavailable,
 }
 
-/// A typed handle on the registry's shards; cheap to clone.
+/// A typed handle on the registry's shards; cheap to clone (no
+/// allocation: every socket's connect task holds one).
 #[derive(Clone)]
 pub struct RegistryHandle {
-    shards: Vec<Addr<RegistryShard>>,
+    shards: Arc<[Addr<RegistryShard>]>,
 }
 
 impl RegistryHandle {
@@ -69,7 +71,8 @@ impl RegistryHandle {
                     None => Supervisor::start(make),
                 }
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .into();
         Self { shards }
     }
 
@@ -200,7 +203,7 @@ impl RegistryHandle {
     /// Marks every socket on this node for a catch-up (see
     /// [`SessionHandle::mark_catch_up`]).
     pub fn mark_catch_up_all(&self) {
-        for shard in &self.shards {
+        for shard in self.shards.iter() {
             if let Err(error) = shard.try_send(MarkAll) {
                 tracing::warn!(error = %DeliverError::from(error), "catch-up marks not set on a shard");
             }

@@ -240,7 +240,6 @@ impl SocketApp for ChatApp {
         let session = session.clone();
         // A short task: register, then replay. Nothing per socket outlives
         // it; later upkeep rides on the session's heartbeat.
-        let tasks = Arc::clone(&self.tasks);
         self.tasks.spawn(async move {
             let held = match registry.register(user, session.clone()).await {
                 Ok(held) => held,
@@ -265,12 +264,14 @@ impl SocketApp for ChatApp {
             if let Some(bridge) = bridge {
                 bridge.reach(user).await;
             }
-            // Told apart from the replay, which may take long.
             if held == 1 {
-                tasks.spawn(async move { presence.arrived(user).await });
+                presence.arrived(user);
             }
+            // Boxed: the replay's state is large, and inline it would size
+            // every socket's connect task by it, also while the task waits
+            // for the bus, which in a connect storm is all of them at once.
             if let Some(since) = since {
-                replayer.run(&session, user, since).await;
+                Box::pin(replayer.run(&session, user, since)).await;
             }
         });
     }

@@ -242,6 +242,9 @@ impl Subscriber {
     }
 }
 
+/// Most commands in one pipeline of [`Connection::each`] on one Redis.
+const EACH_PIPELINE: usize = 512;
+
 /// A connection for commands: multiplexed, cheap to clone.
 #[derive(Clone)]
 pub(super) enum Connection {
@@ -286,11 +289,20 @@ impl Connection {
             return Ok(Vec::new());
         }
         let Self::Cluster(conn) = self else {
-            let mut pipe = redis::pipe();
-            for command in commands {
-                pipe.add_command(command);
+            // Pipelines of at most EACH_PIPELINE, one after another: the
+            // connection's write buffer keeps the capacity of the largest
+            // it ever sent, and one pipeline of every lease on a node
+            // (16,000 after a connect storm) left it 3 MB for good.
+            let mut replies = Vec::with_capacity(commands.len());
+            let mut commands = commands.into_iter().peekable();
+            while commands.peek().is_some() {
+                let mut pipe = redis::pipe();
+                for command in commands.by_ref().take(EACH_PIPELINE) {
+                    pipe.add_command(command);
+                }
+                replies.extend(pipe.query_async::<Vec<Value>>(self).await?);
             }
-            return pipe.query_async(self).await;
+            return Ok(replies);
         };
         let mut groups: HashMap<u16, (Vec<usize>, redis::Pipeline)> = HashMap::new();
         let count = commands.len();
