@@ -102,7 +102,9 @@ pub struct Config {
     /// Seconds before a database connection is replaced.
     #[arg(long, env = "POOL_RECYCLE", default_value_t = 3600)]
     pub pool_recycle: u64,
-    /// Seconds a request waits for a database connection.
+    /// Seconds a request waits for a database connection (the message
+    /// writer waits at most STATEMENT_TIMEOUT: a chat message's sender is
+    /// waiting for its ack).
     #[arg(long, env = "POOL_TIMEOUT", default_value_t = 30)]
     pub pool_timeout: u64,
     /// Largest Socket.IO packet, in bytes.
@@ -306,8 +308,16 @@ impl Config {
         let rest = max - writer;
         let shared = (rest / 4).max(2).min(rest - workers);
         let per_http_worker = (rest - shared) / workers;
+        // A sender waits for its ack while the writer waits for a
+        // connection: no longer than for a statement (a writer connection
+        // is busy only while a batch is out, or one whose answer never came
+        // holds it: a cut network), not POOL_TIMEOUT's many seconds.
+        let mut writer = settings(writer);
+        if !writer.statement_timeout.is_zero() {
+            writer.checkout_timeout = writer.checkout_timeout.min(writer.statement_timeout);
+        }
         Ok(PoolPlan {
-            writer: settings(writer),
+            writer,
             shared: settings(shared),
             per_http_worker: settings(per_http_worker),
         })
@@ -448,6 +458,22 @@ mod tests {
             c.pool_settings().unwrap().shared.statement_timeout,
             Duration::from_millis(300)
         );
+    }
+
+    #[test]
+    fn the_writer_waits_for_a_connection_no_longer_than_for_a_statement() {
+        let plan = config(&["--http-workers=2"]).pool_settings().unwrap();
+        assert_eq!(plan.writer.checkout_timeout, Duration::from_secs(5));
+        assert_eq!(plan.shared.checkout_timeout, Duration::from_secs(30));
+        let plan = config(&["--http-workers=2", "--pool-timeout=2"])
+            .pool_settings()
+            .unwrap();
+        assert_eq!(plan.writer.checkout_timeout, Duration::from_secs(2));
+        // Without a statement timeout, POOL_TIMEOUT it is.
+        let plan = config(&["--http-workers=2", "--statement-timeout=0"])
+            .pool_settings()
+            .unwrap();
+        assert_eq!(plan.writer.checkout_timeout, Duration::from_secs(30));
     }
 
     #[test]

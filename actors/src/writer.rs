@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use aurum_schema::models::messages::{self, Outgoing, Stored};
-use aurum_schema::pool::DbPool;
+use aurum_schema::pool::{DbConn, DbPool};
 use tokio::sync::oneshot;
 use tracing::{Instrument as _, Span};
 
@@ -448,11 +448,49 @@ impl MessageWriter {
     }
 }
 
+/// How long past the statement timeout a batch's answer may take to come
+/// back (the round trip, the commit) before its senders stop waiting.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+
 async fn store(pool: DbPool, batch: Vec<Outgoing>) -> Result<Vec<Stored>, WriteError> {
-    let mut conn = pool.get().await.map_err(|error| {
+    let conn = pool.get().await.map_err(|error| {
         tracing::warn!(%error, "message writer cannot get a connection");
         WriteError::Unavailable
     })?;
+    // PostgreSQL's statement_timeout cancels a statement the server is slow
+    // with, but it cannot answer over a connection that went silent (a cut
+    // network, a frozen server or proxy): no answer comes, and TCP may take
+    // many minutes to give up, while every sender waits and the batches
+    // behind this one with them. So the senders stop waiting once the
+    // statement timeout and a margin have passed: `Unavailable` (not known
+    // to be stored; a retry with the client_id is safe). The statements
+    // run on in a task of their own that owns the connection, and return
+    // it to the pool cleanly if an answer ever comes: dropping them
+    // mid-flight would leave the connection in an unknown state.
+    let statements = actix::spawn(store_on(conn, batch));
+    let timeout = pool.statement_timeout();
+    let joined = if timeout.is_zero() {
+        statements.await
+    } else {
+        match tokio::time::timeout(timeout + ANSWER_MARGIN, statements).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                tracing::error!(
+                    waited = ?(timeout + ANSWER_MARGIN),
+                    "no answer from the database within the statement timeout: the batch is not known to be stored"
+                );
+                return Err(WriteError::Unavailable);
+            }
+        }
+    };
+    joined.unwrap_or_else(|error| {
+        tracing::error!(%error, "message batch statements failed");
+        Err(WriteError::Unavailable)
+    })
+}
+
+/// Stores `batch` on `conn`, retrying what lost a race.
+async fn store_on(mut conn: DbConn<'static>, batch: Vec<Outgoing>) -> Result<Vec<Stored>, WriteError> {
     // A batch that lost a deadlock or serialization race was rolled back
     // whole; once more usually goes through.
     let mut attempts = 0;

@@ -92,6 +92,11 @@ impl DbPool {
         self.current().pool.config().max_size
     }
 
+    /// PostgreSQL's `statement_timeout` on its connections (zero: none).
+    pub fn statement_timeout(&self) -> Duration {
+        self.shared.settings.statement_timeout
+    }
+
     /// Replaces the pool with a fresh, empty one (see [`DbPool`]). Builds
     /// without connecting: connections are made by the next checkouts, on
     /// their callers' threads, as before.

@@ -144,12 +144,12 @@ fn committed(
     };
     if !fresh {
         counted("duplicate");
-        // A retry: nothing new to deliver; its first copy already was.
-        let reply = serde_json::to_value(Sent::of(&message)).map_err(|error| {
-            tracing::error!(%error, id = message.id, "a stored message's ack could not be serialized");
-            ChatError::new("internal", "the message was stored but cannot be shown")
-        });
-        return answer(session, ack, reply);
+        // A retry, delivered again: its first copy may never have been. A
+        // sender retries after `unavailable`, which its first copy may have
+        // heard although it committed (its batch's answer was lost to a cut
+        // network or a writer restart, and nobody delivered it); the
+        // recipient's `since` may already be past its id. Clients dedupe
+        // by id, so a second copy costs nothing but the bytes.
     }
     // Serialized from the types, no `Value` in between: this runs on the
     // writer's thread for every message, in series with its next batch.
@@ -176,6 +176,9 @@ fn committed(
         }
     };
     router.deliver_committed(&message, packet, session.id(), ack);
+    if !fresh {
+        return;
+    }
     // Handles made once: this runs on the writer's thread for every
     // message, where looking a labelled series up each time shows.
     static OK: LazyLock<metrics::Counter> =

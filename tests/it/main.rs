@@ -17,6 +17,7 @@ mod drain;
 mod e2e;
 mod e2e_python;
 mod explain;
+mod faults;
 mod hardening_rest;
 mod hardening_socket;
 mod messages;

@@ -22,10 +22,10 @@ const MESSAGE_ORDER_LOCK: &str = "7022645042625867123";
 
 /// Holds the message-ordering lock from a connection of its own, so every
 /// batch waits inside the database until `release`.
-struct OrderLock(tokio_postgres::Client);
+pub(crate) struct OrderLock(tokio_postgres::Client);
 
 impl OrderLock {
-    async fn take(app: &TestApp) -> Self {
+    pub(crate) async fn take(app: &TestApp) -> Self {
         let client = app.db.client().await;
         client
             .batch_execute(&format!("SELECT pg_advisory_lock({MESSAGE_ORDER_LOCK})"))
@@ -34,7 +34,7 @@ impl OrderLock {
         Self(client)
     }
 
-    async fn release(self) {
+    pub(crate) async fn release(self) {
         self.0
             .batch_execute(&format!("SELECT pg_advisory_unlock({MESSAGE_ORDER_LOCK})"))
             .await

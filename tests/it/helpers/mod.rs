@@ -3,6 +3,7 @@ pub mod db;
 pub mod node;
 pub mod otlp;
 pub mod plans;
+pub mod postgres;
 pub mod proxy;
 pub mod redis;
 pub mod relay;

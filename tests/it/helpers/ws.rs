@@ -24,19 +24,27 @@ const WAIT: Duration = Duration::from_secs(5);
 impl RawClient {
     /// Opens the WebSocket and reads Engine.IO's OPEN packet.
     pub async fn open(ws_base: &str) -> Self {
+        Self::try_open(ws_base)
+            .await
+            .unwrap_or_else(|| panic!("cannot open a WebSocket on {ws_base}"))
+    }
+
+    /// As [`RawClient::open`], or `None` when the listener refuses the
+    /// connection (a node that died).
+    pub async fn try_open(ws_base: &str) -> Option<Self> {
         let url = format!("{ws_base}/socket.io/?EIO=4&transport=websocket");
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
         let mut client = Self {
             ws,
             auto_pong: true,
             open: Value::Null,
         };
-        let first = client.next_text().await.expect("an OPEN packet");
+        let first = client.next_text().await?;
         let json = first
             .strip_prefix('0')
             .unwrap_or_else(|| panic!("not an OPEN packet: {first}"));
         client.open = serde_json::from_str(json).unwrap();
-        client
+        Some(client)
     }
 
     /// Opens and sends CONNECT to `/` with `auth`; the server's answer
@@ -46,6 +54,15 @@ impl RawClient {
         client.send(&format!("40{auth}")).await;
         let answer = client.next_text().await.expect("a CONNECT answer");
         (client, answer)
+    }
+
+    /// As [`RawClient::connect`], or `None` when the node refuses the
+    /// connection or closes it before answering.
+    pub async fn try_connect(ws_base: &str, auth: Value) -> Option<(Self, String)> {
+        let mut client = Self::try_open(ws_base).await?;
+        client.send_raw(Message::text(format!("40{auth}"))).await;
+        let answer = client.next_text().await?;
+        Some((client, answer))
     }
 
     pub async fn send(&mut self, text: &str) {
