@@ -467,7 +467,8 @@ async fn store(pool: DbPool, batch: Vec<Outgoing>) -> Result<Vec<Stored>, WriteE
     // run on in a task of their own that owns the connection, and return
     // it to the pool cleanly if an answer ever comes: dropping them
     // mid-flight would leave the connection in an unknown state.
-    let statements = actix::spawn(store_on(conn, batch));
+    // In the batch's span still: its query is a child of `writer.batch`.
+    let statements = actix::spawn(store_on(conn, batch).in_current_span());
     let timeout = pool.statement_timeout();
     let joined = if timeout.is_zero() {
         statements.await

@@ -99,8 +99,13 @@ async def two_members_chat_with_acks_and_new_message():
         # The recipient and the sender's other socket, not the sending one.
         assert await b.next("new_message") == expected
         assert await a2.next("new_message") == expected
-        # The same client_id again: the first ack, nothing stored twice.
+        # The same client_id again: the first ack, nothing stored twice. The
+        # copy is delivered again (its first delivery may never have
+        # happened: a retry follows an `unavailable` whose batch committed),
+        # under the same id, which is what clients dedupe by.
         assert await a1.send(USER_B, "Hello from Python", client_id="py-1") == ack
+        assert await b.next("new_message") == expected
+        assert await a2.next("new_message") == expected
         refused = await a1.send(USER_A, "to myself")
         assert refused["ok"] is False and refused["error"]["code"] == "invalid_recipient", refused
         # B answers over the same transport.
