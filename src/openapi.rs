@@ -109,3 +109,50 @@ pub async fn get_openapi(state: web::Data<AppState>) -> HttpResponse {
         .content_type(ContentType::json())
         .body(json.clone())
 }
+
+// Query parameters read as text: a blank value means "not given" (the
+// handlers' rule, kept by tests/it/hardening_rest.rs), so the document
+// admits blank text beside the values the parsing takes.
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};
+
+fn or_empty(value: ObjectBuilder) -> Schema {
+    // Blank, as the handlers trim what they read.
+    let empty = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(r"^\s*$"));
+    Schema::OneOf(OneOfBuilder::new().item(value).item(empty).build())
+}
+
+fn integer_or_empty(minimum: Option<i64>, maximum: Option<i64>) -> Schema {
+    or_empty(
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(minimum)
+            .maximum(maximum),
+    )
+}
+
+/// A page's `limit`: 1 to 100.
+pub fn limit_param() -> Schema {
+    integer_or_empty(Some(1), Some(100))
+}
+
+/// An age filter in whole years: 18 to 120.
+pub fn age_param() -> Schema {
+    integer_or_empty(Some(18), Some(120))
+}
+
+/// A message id bound (`before`, `after`).
+pub fn message_id_param() -> Schema {
+    integer_or_empty(Some(0), None)
+}
+
+/// The gender filter.
+pub fn gender_param() -> Schema {
+    or_empty(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["male", "female"])),
+    )
+}

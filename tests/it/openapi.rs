@@ -124,8 +124,14 @@ fn check_is_openapi_3(doc: &Value) {
         .iter()
         .find(|p| p["name"] == "limit")
         .unwrap();
-    assert_eq!(limit["schema"]["minimum"], 1);
-    assert_eq!(limit["schema"]["maximum"], 100);
+    // An integer 1..=100, or blank for the default.
+    let integer = &limit["schema"]["oneOf"][0];
+    assert_eq!(
+        (&integer["minimum"], &integer["maximum"]),
+        (&1.into(), &100.into()),
+        "{limit}"
+    );
+    assert_eq!(limit["schema"]["oneOf"][1]["pattern"], r"^\s*$", "{limit}");
 }
 
 fn collect_refs<'a>(value: &'a Value, refs: &mut Vec<&'a str>) {

@@ -19,7 +19,7 @@ const CURSOR_KIND: &str = "conversations.list";
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Conversations per page (default 20).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    #[param(schema_with = crate::openapi::limit_param)]
     limit: Option<String>,
     /// The previous page's `next_cursor`.
     cursor: Option<String>,

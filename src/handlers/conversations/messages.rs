@@ -17,13 +17,13 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct MessagesQuery {
     /// Messages with a smaller id, newest of them first.
-    #[param(value_type = Option<i64>, minimum = 0)]
+    #[param(schema_with = crate::openapi::message_id_param)]
     before: Option<String>,
     /// Messages with a larger id, oldest of them first.
-    #[param(value_type = Option<i64>, minimum = 0)]
+    #[param(schema_with = crate::openapi::message_id_param)]
     after: Option<String>,
     /// Messages per page (default 20).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    #[param(schema_with = crate::openapi::limit_param)]
     limit: Option<String>,
 }
 

@@ -25,14 +25,14 @@ const MAX_CITY_CHARS: usize = 100;
 #[into_params(parameter_in = Query)]
 pub struct ScrollQuery {
     /// Profiles per page (default 20).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    #[param(schema_with = crate::openapi::limit_param)]
     limit: Option<String>,
-    #[param(value_type = Option<Gender>)]
+    #[param(schema_with = crate::openapi::gender_param)]
     gender: Option<String>,
     /// In whole years, at most `max_age`.
-    #[param(value_type = Option<i64>, minimum = 18, maximum = 120)]
+    #[param(schema_with = crate::openapi::age_param)]
     min_age: Option<String>,
-    #[param(value_type = Option<i64>, minimum = 18, maximum = 120)]
+    #[param(schema_with = crate::openapi::age_param)]
     max_age: Option<String>,
     #[param(max_length = 50, pattern = r"^[^\x00]*$")]
     religion: Option<String>,
