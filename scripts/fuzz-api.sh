@@ -47,6 +47,7 @@ command=("$schemathesis" --config-file scripts/fuzz-api.toml run "http://$bind/a
   --max-examples "$examples"
   --header "Authorization: Bearer \$TOKEN"
   --seed 1
+  --generation-database none
   --workers 1
   --report json --report-json-path "$report_dir/run.json"
   --no-color)
