@@ -8,7 +8,7 @@ SEED_PROFILES ?= 100000
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 AURUM := $(TARGET_DIR)/release/aurum
 
-.PHONY: help run cluster test lint fmt build release web screenshots bench-profiles bench-ws bench-cluster soak soak-delivery reliability
+.PHONY: help run cluster test lint fmt build release web screenshots bench-profiles bench-ws bench-cluster soak soak-delivery reliability fuzz-api
 
 # The web client (web/): its sources and lockfile; web/dist is rebuilt when
 # any of them is newer than the last build.
@@ -31,6 +31,8 @@ help:
 	@echo "                     (SOAK_MINUTES, SOAK_MEMBERS; SOAK_WATERMARK=low: node b's supervisor acts)"
 	@echo "make reliability     every test, recording the hardening cases -> docs/reliability.md"
 	@echo "make soak-delivery   the randomized delivery test, longer: DELIVERY_SEEDS (20) runs of DELIVERY_SECS (15) each"
+	@echo "make fuzz-api        schemathesis against a live node's /api/v1/openapi.json, every check -> docs/fuzz.md"
+	@echo "                     (FUZZ_API_EXAMPLES: examples per operation and phase, 50)"
 
 build:
 	$(CARGO) build --workspace
@@ -153,3 +155,10 @@ reliability: tests/e2e/node_modules/.package-lock.json web
 	fi; \
 	python3 scripts/reliability.py "$$out" docs/reliability.md "$$command" "$$result"; \
 	rm -f "$$out"
+
+# schemathesis (in a venv outside the repository) against one live node,
+# driven by the document the node serves: no 5xx, every response as
+# documented; figures -> docs/fuzz.md. Not part of `make test`, which has
+# the document's own test (tests/it/openapi.rs).
+fuzz-api:
+	@CARGO="$(CARGO)" scripts/fuzz-api.sh

@@ -10,6 +10,7 @@ pub mod error;
 pub mod handlers;
 pub mod metrics;
 pub mod normalize_path;
+pub mod openapi;
 pub mod realtime;
 pub mod routes;
 pub mod state;

@@ -66,11 +66,24 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
 }
 
 /// `GET /metrics`: the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 503, description = "No metrics recorder in this process (`metrics_unavailable`)", body = crate::error::ErrorBody),
+    ),
+)]
 pub async fn render(state: web::Data<AppState>) -> HttpResponse {
     let Some(recorder) = recorder() else {
-        return HttpResponse::ServiceUnavailable().json(serde_json::json!({
-            "error": { "code": "metrics_unavailable", "message": "no metrics recorder in this process" }
-        }));
+        use actix_web::ResponseError as _;
+        return crate::error::ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "no metrics recorder in this process",
+        )
+        .error_response();
     };
     read_figures(&state);
     recorder.run_upkeep();

@@ -42,45 +42,81 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default()
             .error_handler(|err, _| ApiError::bad_request("invalid_path", err.to_string()).into()),
     )
-    .service(web::resource("/metrics").route(web::get().to(crate::metrics::render)))
+    .service(resource("/metrics", &[Method::GET]).route(web::get().to(crate::metrics::render)))
     .service(
         web::scope("/health")
-            .route("", web::get().to(health::health))
-            .route("/live", web::get().to(health::live))
-            .route("/ready", web::get().to(health::ready)),
+            .service(resource("", &[Method::GET]).route(web::get().to(health::health)))
+            .service(resource("/live", &[Method::GET]).route(web::get().to(health::live)))
+            .service(resource("/ready", &[Method::GET]).route(web::get().to(health::ready))),
     )
     .service(
         web::scope("/api/v1")
-            .route(
-                "/matching/profiles/scroll",
-                web::get().to(profiles::scroll_profiles),
+            .service(
+                resource("/matching/profiles/scroll", &[Method::GET])
+                    .route(web::get().to(profiles::scroll_profiles)),
             )
-            .route(
-                "/matching/profiles/batch",
-                web::get().to(profiles::batch_profiles),
+            .service(
+                resource("/matching/profiles/batch", &[Method::GET])
+                    .route(web::get().to(profiles::batch_profiles)),
             )
             // `me` is registered before `{id}` so it is not read as an id.
-            .route("/profiles/me", web::get().to(profiles::get_own_profile))
-            .route("/profiles/me", web::put().to(profiles::put_own_profile))
-            .route("/profiles/{id}", web::get().to(profiles::get_profile))
-            .route(
-                "/admin/profiles/{id}/verification",
-                web::post().to(admin::verify_profile),
+            .service(
+                resource("/profiles/me", &[Method::GET, Method::PUT])
+                    .route(web::get().to(profiles::get_own_profile))
+                    .route(web::put().to(profiles::put_own_profile)),
             )
-            .route("/conversations", web::get().to(conversations::list_conversations))
-            .route(
-                "/conversations/{id}/messages",
-                web::get().to(conversations::list_messages),
+            .service(resource("/profiles/{id}", &[Method::GET]).route(web::get().to(profiles::get_profile)))
+            .service(
+                resource("/admin/profiles/{id}/verification", &[Method::POST])
+                    .route(web::post().to(admin::verify_profile)),
             )
-            .route("/client-config", web::get().to(web_client::get_client_config))
-            .route(
-                "/dev/token",
-                web::post()
+            .service(
+                resource("/conversations", &[Method::GET])
+                    .route(web::get().to(conversations::list_conversations)),
+            )
+            .service(
+                resource("/conversations/{id}/messages", &[Method::GET])
+                    .route(web::get().to(conversations::list_messages)),
+            )
+            .service(
+                resource("/client-config", &[Method::GET])
+                    .route(web::get().to(web_client::get_client_config)),
+            )
+            .service(
+                resource("/openapi.json", &[Method::GET]).route(web::get().to(crate::openapi::get_openapi)),
+            )
+            .service(
+                resource("/dev/token", &[Method::POST])
                     .guard(guard::fn_guard(web_client::dev_only))
-                    .to(web_client::create_dev_token),
+                    .route(web::post().to(web_client::create_dev_token)),
             ),
     )
     .default_service(web::to(fallback));
+}
+
+/// A route's resource: another method on its path is a 405 naming the
+/// methods it takes (`Allow`), not the 404 of a path that does not exist.
+fn resource(path: &str, methods: &'static [Method]) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+        method_not_allowed(&req, methods)
+    }))
+}
+
+fn method_not_allowed(req: &HttpRequest, methods: &[Method]) -> HttpResponse {
+    use actix_web::ResponseError;
+    let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+    let mut response = ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} takes {allow}, not {}", req.path(), req.method()),
+    )
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 /// What no route took: the web client's files for a page load (GET or

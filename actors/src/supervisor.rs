@@ -186,7 +186,7 @@ pub(crate) fn stop_on_panic<A>(
 }
 
 /// One sample.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Resources {
     /// Resident memory against the container's limit (else the host's).
     pub memory_percent: f64,
@@ -203,7 +203,7 @@ pub struct Resources {
 }
 
 /// What the supervisor last did, for `/health`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Action {
     pub action: &'static str,
     /// When, in Unix milliseconds.

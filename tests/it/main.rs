@@ -23,6 +23,7 @@ mod hardening_socket;
 mod messages;
 mod metrics;
 mod migrations;
+mod openapi;
 mod pool;
 mod profiles_admin;
 mod profiles_batch;

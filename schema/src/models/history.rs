@@ -33,7 +33,7 @@ impl ActivityKey {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LastMessage {
     pub id: i64,
     pub sender_id: i64,
@@ -43,7 +43,7 @@ pub struct LastMessage {
 }
 
 /// One entry of a member's conversation list, seen from that member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ConversationSummary {
     pub id: i64,
     pub other_user_id: i64,
@@ -57,7 +57,7 @@ pub struct ConversationSummary {
 
 /// A message as history serves it: the shape of the Socket.IO `new_message`
 /// event, so clients handle both with one type.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HistoryMessage {
     pub id: i64,
     pub conversation_id: i64,

@@ -70,7 +70,9 @@ impl QueryFragment<Pg> for Before {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, deserialize::FromSqlRow)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, deserialize::FromSqlRow, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Gender {
     Male,
@@ -94,7 +96,9 @@ impl Gender {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, deserialize::FromSqlRow)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, deserialize::FromSqlRow, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum VerificationStatus {
     Pending,
@@ -138,7 +142,7 @@ impl FromSql<Text, Pg> for VerificationStatus {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = profiles, check_for_backend(diesel::pg::Pg))]
 pub struct Profile {
     pub id: i64,

@@ -8,15 +8,20 @@ use aurum_schema::models::history::{self, ActivityKey, ConversationSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::handlers::{PageJson, SizeHint, non_blank, parse_limit, trim_page};
+use crate::openapi::{DB_UNAVAILABLE, UNAUTHORIZED};
 use crate::state::AppState;
 
 const CURSOR_KIND: &str = "conversations.list";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Conversations per page (default 20).
+    #[param(schema_with = crate::openapi::limit_param)]
     limit: Option<String>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
 }
 
@@ -27,13 +32,28 @@ struct ListCursor {
     after: ActivityKey,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConversationPage {
     items: Vec<ConversationSummary>,
     next_cursor: Option<String>,
     has_more: bool,
 }
 
+/// The caller's conversations, newest activity first, with the last message
+/// and the unread count.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations",
+    tag = "conversations",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of conversations", body = ConversationPage),
+        (status = 400, description = "`limit` out of range (`invalid_limit`, `invalid_query`) or a tampered or foreign cursor (`invalid_cursor`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 503, description = DB_UNAVAILABLE, body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list_conversations(
     state: web::Data<AppState>,
     user: AuthUser,

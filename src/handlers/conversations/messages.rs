@@ -7,23 +7,50 @@ use aurum_schema::models::history::{self, HistoryMessage, MessageWindow};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::handlers::{PageJson, SizeHint, parse_limit, parse_number, trim_page};
+use crate::openapi::{DB_UNAVAILABLE, UNAUTHORIZED};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+/// `before` and `after` exclude each other.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MessagesQuery {
+    /// Messages with a smaller id, newest of them first.
+    #[param(schema_with = crate::openapi::message_id_param)]
     before: Option<String>,
+    /// Messages with a larger id, oldest of them first.
+    #[param(schema_with = crate::openapi::message_id_param)]
     after: Option<String>,
+    /// Messages per page (default 20).
+    #[param(schema_with = crate::openapi::limit_param)]
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MessagePage {
     items: Vec<HistoryMessage>,
     has_more: bool,
 }
 
+/// A page of one conversation's messages, for its two members only.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{id}/messages",
+    tag = "conversations",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The conversation's id"),
+        MessagesQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of messages", body = MessagePage),
+        (status = 400, description = "A parameter out of range or both `before` and `after` (`invalid_limit`, `invalid_query`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "No such conversation, or not the caller's (`not_found`): the two look the same", body = ErrorBody),
+        (status = 503, description = DB_UNAVAILABLE, body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list_messages(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -9,23 +9,41 @@ use serde::{Deserialize, Serialize};
 
 use super::presence::{ProfileView, with_presence};
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::handlers::{PageJson, SizeHint, non_blank};
+use crate::openapi::{DB_UNAVAILABLE, UNAUTHORIZED};
 use crate::state::AppState;
 
 const MAX_IDS: usize = 50;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BatchQuery {
+    /// 1 to 50 positive ids, comma-separated; a repeated id is answered once.
+    #[param(required = true, value_type = String, pattern = r"^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17}){0,49}$", example = "101,102")]
     profile_ids: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BatchResponse {
     profiles: Vec<ProfileView>,
     missing: Vec<i64>,
 }
 
+/// Approved profiles by id, in the order asked; the others as `missing`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/matching/profiles/batch",
+    tag = "profiles",
+    params(BatchQuery),
+    responses(
+        (status = 200, description = "The profiles found and the ids not found", body = BatchResponse),
+        (status = 400, description = "`profile_ids` missing, not ids, or more than 50 (`invalid_profile_ids`); a repeated parameter (`invalid_query`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 503, description = DB_UNAVAILABLE, body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn batch_profiles(
     state: web::Data<AppState>,
     _user: AuthUser,

@@ -7,9 +7,23 @@ use aurum_schema::models::profiles;
 
 use super::presence::{ProfileView, with_presence};
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::{DB_UNAVAILABLE, UNAUTHORIZED};
 use crate::state::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/profiles/{id}",
+    tag = "profiles",
+    params(("id" = i64, Path, minimum = 1, description = "The profile's (its member's) id")),
+    responses(
+        (status = 200, description = "The profile with its member's presence", body = ProfileView),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "No such profile, or one not approved that is not the caller's (`not_found`)", body = ErrorBody),
+        (status = 503, description = DB_UNAVAILABLE, body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_profile(
     state: web::Data<AppState>,
     user: AuthUser,

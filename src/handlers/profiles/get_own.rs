@@ -6,9 +6,22 @@ use aurum_schema::models::profiles;
 
 use super::presence::{ProfileView, with_presence};
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::{DB_UNAVAILABLE, UNAUTHORIZED};
 use crate::state::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/profiles/me",
+    tag = "profiles",
+    responses(
+        (status = 200, description = "The caller's profile, whatever its review status", body = ProfileView),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "The caller has no profile yet (`not_found`)", body = ErrorBody),
+        (status = 503, description = DB_UNAVAILABLE, body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_own_profile(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -1,11 +1,11 @@
 //! `/api/v1/profiles` and `/api/v1/matching/profiles`.
 
-mod batch;
-mod get;
-mod get_own;
+pub(crate) mod batch;
+pub(crate) mod get;
+pub(crate) mod get_own;
 mod presence;
-mod put_own;
-mod scroll;
+pub(crate) mod put_own;
+pub(crate) mod scroll;
 
 pub use batch::batch_profiles;
 pub use get::get_profile;

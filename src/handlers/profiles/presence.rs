@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::state::AppState;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProfileView {
     #[serde(flatten)]
     profile: Profile,

@@ -7,25 +7,50 @@ use chrono::{Months, NaiveDate};
 use serde::Deserialize;
 
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::{DB_UNAVAILABLE, PAYLOAD_TOO_LARGE, UNAUTHORIZED, UNSUPPORTED_MEDIA_TYPE};
 use crate::state::AppState;
 
 const MIN_AGE_YEARS: u32 = 18;
 
-#[derive(Debug, Deserialize)]
+/// Text is trimmed before its length is checked.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileInput {
+    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     display_name: String,
+    #[schema(value_type = Gender)]
     gender: String,
+    /// At least 18 years ago, not before 1900.
     date_of_birth: NaiveDate,
+    #[schema(min_length = 1, max_length = 50, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     religion: String,
+    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     city: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     occupation: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\x00]*$")]
     bio: String,
 }
 
+/// Creates or replaces the caller's profile, which goes back to `pending`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/profiles/me",
+    tag = "profiles",
+    request_body = ProfileInput,
+    responses(
+        (status = 200, description = "The profile as stored", body = Profile),
+        (status = 400, description = "A field out of range (`invalid_profile`) or a body that is not such an object (`invalid_json`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 413, description = PAYLOAD_TOO_LARGE, body = ErrorBody),
+        (status = 415, description = UNSUPPORTED_MEDIA_TYPE, body = ErrorBody),
+        (status = 503, description = DB_UNAVAILABLE, body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn put_own_profile(
     state: web::Data<AppState>,
     user: AuthUser,

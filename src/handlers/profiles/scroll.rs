@@ -8,22 +8,37 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::handlers::{PageJson, SizeHint, non_blank, parse_limit, parse_number, trim_page};
+use crate::openapi::{DB_UNAVAILABLE, UNAUTHORIZED};
 use crate::state::AppState;
 
 const CURSOR_KIND: &str = "profiles.scroll";
 const MIN_AGE: u16 = 18;
 const MAX_AGE: u16 = 120;
+const MAX_RELIGION_CHARS: usize = 50;
+const MAX_CITY_CHARS: usize = 100;
 
-#[derive(Debug, Deserialize)]
+/// Read as text and parsed by hand, so a bad value gets its own error code;
+/// the document gives the types and ranges the parsing enforces.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ScrollQuery {
+    /// Profiles per page (default 20).
+    #[param(schema_with = crate::openapi::limit_param)]
     limit: Option<String>,
+    #[param(schema_with = crate::openapi::gender_param)]
     gender: Option<String>,
+    /// In whole years, at most `max_age`.
+    #[param(schema_with = crate::openapi::age_param)]
     min_age: Option<String>,
+    #[param(schema_with = crate::openapi::age_param)]
     max_age: Option<String>,
+    #[param(max_length = 50, pattern = r"^[^\x00]*$")]
     religion: Option<String>,
+    #[param(max_length = 100, pattern = r"^[^\x00]*$")]
     city: Option<String>,
+    /// The previous page's `next_cursor`; the filters travel in it.
     cursor: Option<String>,
 }
 
@@ -38,13 +53,27 @@ struct ScrollCursor {
     after: ScrollKey,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScrollPage {
     items: Vec<Profile>,
     next_cursor: Option<String>,
     has_more: bool,
 }
 
+/// Approved profiles other than the caller's, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/matching/profiles/scroll",
+    tag = "profiles",
+    params(ScrollQuery),
+    responses(
+        (status = 200, description = "A page of profiles", body = ScrollPage),
+        (status = 400, description = "A parameter out of range (`invalid_limit`, `invalid_filter`, `invalid_query`), a tampered or foreign cursor (`invalid_cursor`) or filters that contradict it (`cursor_mismatch`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 503, description = DB_UNAVAILABLE, body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn scroll_profiles(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -125,6 +154,19 @@ fn parse_filter(query: &ScrollQuery) -> Result<ScrollFilter, ApiError> {
             "invalid_filter",
             "`religion` and `city` cannot contain NUL (U+0000)",
         ));
+    }
+    // No profile holds a longer one (PUT /profiles/me caps them), and the
+    // document promises these limits.
+    for (name, value, max) in [
+        ("religion", &query.religion, MAX_RELIGION_CHARS),
+        ("city", &query.city, MAX_CITY_CHARS),
+    ] {
+        if value.as_deref().is_some_and(|v| v.chars().count() > max) {
+            return Err(ApiError::bad_request(
+                "invalid_filter",
+                format!("`{name}` must be at most {max} characters"),
+            ));
+        }
     }
     Ok(ScrollFilter {
         gender,

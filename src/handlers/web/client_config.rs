@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::state::AppState;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClientConfig {
     /// Where `socket.io-client` connects (it appends `/socket.io/`).
     socket_url: String,
@@ -15,6 +15,13 @@ pub struct ClientConfig {
     dev: bool,
 }
 
+/// Where the web client's sockets connect; no token needed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/client-config",
+    tag = "web",
+    responses((status = 200, description = "The web client's settings", body = ClientConfig)),
+)]
 pub async fn get_client_config(state: web::Data<AppState>, req: HttpRequest) -> web::Json<ClientConfig> {
     let config = &state.config;
     let socket_url = match &config.public_socket_url {

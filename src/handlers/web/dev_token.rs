@@ -8,18 +8,20 @@ use actix_web::web;
 use aurum_schema::ids::UserId;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::{PAYLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE};
 use crate::state::AppState;
 
 /// A day, as `aurum token` issues by default.
 const DEV_TOKEN_TTL_SECS: u64 = 86_400;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DevTokenRequest {
+    #[schema(minimum = 1)]
     user_id: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DevToken {
     token: String,
     user_id: i64,
@@ -31,6 +33,20 @@ pub fn dev_only(ctx: &GuardContext<'_>) -> bool {
         .is_some_and(|state| state.config.dev)
 }
 
+/// A member token for the web page's sign-in; mounted (and documented)
+/// under `--dev` only.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dev/token",
+    tag = "web",
+    request_body = DevTokenRequest,
+    responses(
+        (status = 200, description = "A token valid for a day", body = DevToken),
+        (status = 400, description = "`user_id` not a positive id (`invalid_user_id`) or a body that is not such an object (`invalid_json`)", body = ErrorBody),
+        (status = 413, description = PAYLOAD_TOO_LARGE, body = ErrorBody),
+        (status = 415, description = UNSUPPORTED_MEDIA_TYPE, body = ErrorBody),
+    ),
+)]
 pub async fn create_dev_token(
     state: web::Data<AppState>,
     body: web::Json<DevTokenRequest>,

@@ -1,8 +1,8 @@
 //! The web client's side of the server: the built page itself, what the
 //! page needs to know to connect, and the development sign-in.
 
-mod client_config;
-mod dev_token;
+pub(crate) mod client_config;
+pub(crate) mod dev_token;
 mod static_files;
 
 pub use client_config::get_client_config;
