@@ -63,6 +63,9 @@ pub struct SocketConfig {
     /// Browser origins (`scheme://host[:port]`) whose pages may use
     /// long-polling from another origin (CORS); none by default.
     pub cors_origins: Vec<String>,
+    /// Per-address socket caps and handshake rates, and the bound on
+    /// handshakes in flight; none by default.
+    pub limits: std::sync::Arc<crate::limits::ConnectionLimits>,
 }
 
 impl Default for SocketConfig {
@@ -87,6 +90,7 @@ impl Default for SocketConfig {
             tasks: None,
             polling_sessions: std::sync::Arc::default(),
             cors_origins: Vec::new(),
+            limits: std::sync::Arc::default(),
         }
     }
 }
