@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod normalize_path;
 pub mod realtime;
+pub mod rest_limits;
 pub mod routes;
 pub mod state;
 pub mod telemetry;

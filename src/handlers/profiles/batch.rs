@@ -11,6 +11,7 @@ use super::presence::{ProfileView, with_presence};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::handlers::{PageJson, SizeHint, non_blank};
+use crate::rest_limits::Endpoint;
 use crate::state::AppState;
 
 const MAX_IDS: usize = 50;
@@ -28,9 +29,10 @@ pub struct BatchResponse {
 
 pub async fn batch_profiles(
     state: web::Data<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     query: web::Query<BatchQuery>,
 ) -> Result<PageJson<BatchResponse>, ApiError> {
+    state.rest_limits.take(Endpoint::Batch, user.id)?;
     let ids = parse_ids(query.profile_ids.as_deref())?;
     let mut conn = state.db.get().await?;
     let found = crate::metrics::timed("profiles_batch", profiles::load_approved(&mut conn, &ids)).await?;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::handlers::{PageJson, SizeHint, non_blank, parse_limit, parse_number, trim_page};
+use crate::rest_limits::Endpoint;
 use crate::state::AppState;
 
 const CURSOR_KIND: &str = "profiles.scroll";
@@ -50,6 +51,7 @@ pub async fn scroll_profiles(
     user: AuthUser,
     query: web::Query<ScrollQuery>,
 ) -> Result<PageJson<ScrollPage>, ApiError> {
+    state.rest_limits.take(Endpoint::Scroll, user.id)?;
     let limit = parse_limit(query.limit.as_deref())?;
     let asked = parse_filter(&query)?;
     let (filter, today, after) = match non_blank(query.cursor.as_deref()) {
