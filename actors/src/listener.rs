@@ -183,6 +183,15 @@ impl Connection {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
         }
+        // Autotuned, a socket whose client stops reading takes up to
+        // tcp_wmem's maximum (4 MiB) of kernel memory, counted in the
+        // pod's cgroup, before its writes block and its bounded queue can
+        // fill: thousands of such clients would take gigabytes.
+        if self.config.send_buffer > 0
+            && let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(self.config.send_buffer)
+        {
+            tracing::debug!(%error, %peer, "could not set SO_SNDBUF");
+        }
         let mut stream = Some(stream);
         // Bytes read and not yet used: empty, and so unallocated, between requests.
         let mut pending = Vec::new();

@@ -146,6 +146,7 @@ impl Realtime {
             admission: Arc::clone(&self.admission),
             tasks: Some(Arc::clone(&self.tasks)),
             limits: Arc::new(ConnectionLimits::new(config.connection_limits())),
+            send_buffer: config.ws_send_buffer,
             ..Default::default()
         }
     }

@@ -66,6 +66,9 @@ pub struct SocketConfig {
     /// Per-address socket caps and handshake rates, and the bound on
     /// handshakes in flight; none by default.
     pub limits: std::sync::Arc<crate::limits::ConnectionLimits>,
+    /// The kernel's send buffer for each accepted socket (SO_SNDBUF), in
+    /// bytes; 0 leaves it to the kernel's autotuning.
+    pub send_buffer: usize,
 }
 
 impl Default for SocketConfig {
@@ -91,6 +94,7 @@ impl Default for SocketConfig {
             polling_sessions: std::sync::Arc::default(),
             cors_origins: Vec::new(),
             limits: std::sync::Arc::default(),
+            send_buffer: 0,
         }
     }
 }
