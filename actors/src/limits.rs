@@ -395,6 +395,8 @@ pub(crate) struct Admitted {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn limits(settings: ConnectionLimitSettings) -> Arc<ConnectionLimits> {
