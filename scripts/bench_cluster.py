@@ -218,7 +218,7 @@ class Node:
         self.log = open(os.path.join(TARGET, f"bench-cluster-{name}.log"), "w+")
         env = dict(os.environ, DATABASE_URL=DB_URL, JWT_SECRET=SECRET, BIND=f"127.0.0.1:{self.http}",
                    WS_BIND=f"127.0.0.1:{self.ws}", RUST_LOG="warn", WS_PING_INTERVAL="25000",
-                   MIGRATE_ON_START="false", **extra)
+                   MIGRATE_ON_START="false", **{**bench_common.LOAD_TEST_LIMITS, **extra})
         self.proc = subprocess.Popen([AURUM, "serve"], env=env, stdout=self.log, stderr=self.log,
                                      **bench_common.OWN_SESSION)
         for _ in range(300):

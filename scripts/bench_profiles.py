@@ -187,7 +187,7 @@ class Server:
 
     def __init__(self, settings):
         self.env = dict(os.environ, DATABASE_URL=DB_URL, JWT_SECRET=SECRET, BIND=f"127.0.0.1:{PORT}",
-                        RUST_LOG="warn", **settings)
+                        RUST_LOG="warn", **{**bench_common.LOAD_TEST_LIMITS, **settings})
         for key in ("HTTP_WORKERS", "MAX_CONNECTIONS"):
             if key not in settings:
                 self.env.pop(key, None)

@@ -199,7 +199,8 @@ def start_server(extra, log_file=None):
     """A server in a session of its own; its log goes to `log_file` (an open
     file) when given, else to this script's stderr."""
     env = dict(os.environ, DATABASE_URL=DB_URL, JWT_SECRET=SECRET, BIND=f"127.0.0.1:{HTTP_PORT}",
-               WS_BIND=f"127.0.0.1:{WS_PORT}", RUST_LOG="warn", WS_PING_INTERVAL="25000", **extra)
+               WS_BIND=f"127.0.0.1:{WS_PORT}", RUST_LOG="warn", WS_PING_INTERVAL="25000",
+               **{**bench_common.LOAD_TEST_LIMITS, **extra})
     server = subprocess.Popen([AURUM, "serve"], env=env, stdout=log_file, stderr=log_file,
                               **bench_common.OWN_SESSION)
     for _ in range(200):

@@ -107,7 +107,8 @@ def start_node(name, extra):
     http, ws = NODES[name]
     env = dict(os.environ, DATABASE_URL=DB_URL, JWT_SECRET=SECRET, BIND=f"127.0.0.1:{http}",
                WS_BIND=f"127.0.0.1:{ws}", RUST_LOG="warn", NODE_ID=name,
-               REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/", REDIS_PREFIX="soak:", **extra)
+               REDIS_URL=f"redis://127.0.0.1:{REDIS_PORT}/", REDIS_PREFIX="soak:",
+               **{**bench_common.LOAD_TEST_LIMITS, **extra})
     node = subprocess.Popen([AURUM, "serve"], env=env, **bench_common.OWN_SESSION)
     for _ in range(300):
         if node.poll() is not None:

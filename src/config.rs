@@ -8,6 +8,13 @@ use std::time::Duration;
 use aurum_schema::pool::PoolSettings;
 use clap::Args;
 
+/// How long a socket handshake waits for room among WS_MAX_HANDSHAKES
+/// before it is refused with 503. The bound orders a storm, it does not
+/// slow it: the last of 19,000 sockets arriving at once waits for the
+/// 18,000 before it (17 s on a debug build beside other tests), and a
+/// shorter wait refused the tail of a storm the node was getting through.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(30);
+
 /// A fixed JWT key for local development only (`--dev`), so `make run` and
 /// `aurum token --dev` agree without any set-up.
 pub const DEV_JWT_SECRET: &str = "aurum-dev-secret-not-for-production";
@@ -152,6 +159,46 @@ pub struct Config {
     /// `mark_read` events a user may send at once before READ_RATE applies.
     #[arg(long, env = "READ_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub read_burst: u32,
+    /// Sockets one client address may hold on this node; 0: no cap. Generous
+    /// because members behind a carrier-grade NAT or an office share one
+    /// address; one host opening thousands is what it stops.
+    #[arg(long, env = "WS_MAX_SOCKETS_PER_IP", default_value_t = 500)]
+    pub ws_max_sockets_per_ip: u32,
+    /// New sockets one client address may open per second; 0: no limit.
+    #[arg(long, env = "WS_HANDSHAKE_RATE", default_value_t = 50)]
+    pub ws_handshake_rate: u32,
+    /// New sockets one client address may open at once before
+    /// WS_HANDSHAKE_RATE applies: WS_MAX_SOCKETS_PER_IP's worth, so that
+    /// a whole NAT address's members reconnect at once after a node drain.
+    #[arg(long, env = "WS_HANDSHAKE_BURST", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_handshake_burst: u32,
+    /// Handshakes (request to CONNECT decided) under way at once on this
+    /// node; more wait up to 30 s for room, then get 503. 0: no bound.
+    #[arg(long, env = "WS_MAX_HANDSHAKES", default_value_t = 1024)]
+    pub ws_max_handshakes: u32,
+    /// Kernel send buffer of each socket on WS_BIND (SO_SNDBUF), in bytes;
+    /// 0: the kernel's autotuning (up to 4 MiB per socket whose client
+    /// stops reading). Past it, frames queue in the session, whose bound
+    /// drops a client that does not read.
+    #[arg(long, env = "WS_SEND_BUFFER", default_value_t = 65_536)]
+    pub ws_send_buffer: usize,
+    /// Proxies (addresses or CIDR blocks, comma-separated) whose
+    /// X-Forwarded-For names the client for the per-address limits; none by
+    /// default (the TCP peer is the client).
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', num_args = 0..)]
+    pub trusted_proxies: Vec<aurum_actors::limits::Cidr>,
+    /// `/matching/profiles/scroll` requests a user may make per second; 0: no limit.
+    #[arg(long, env = "SCROLL_RATE", default_value_t = 10)]
+    pub scroll_rate: u32,
+    /// Scroll requests a user may make at once before SCROLL_RATE applies.
+    #[arg(long, env = "SCROLL_BURST", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub scroll_burst: u32,
+    /// `/matching/profiles/batch` requests a user may make per second; 0: no limit.
+    #[arg(long, env = "BATCH_RATE", default_value_t = 20)]
+    pub batch_rate: u32,
+    /// Batch requests a user may make at once before BATCH_RATE applies.
+    #[arg(long, env = "BATCH_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_burst: u32,
     /// Sockets one user may hold on this node.
     #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_sockets_per_user: u32,
@@ -275,6 +322,20 @@ impl Config {
         origins
     }
 
+    /// The socket listener's per-address and in-flight limits.
+    pub fn connection_limits(&self) -> aurum_actors::limits::ConnectionLimitSettings {
+        aurum_actors::limits::ConnectionLimitSettings {
+            max_per_address: self.ws_max_sockets_per_ip,
+            handshake_rate: aurum_actors::limits::Rate {
+                per_second: self.ws_handshake_rate,
+                burst: self.ws_handshake_burst,
+            },
+            max_in_flight: self.ws_max_handshakes,
+            handshake_wait: HANDSHAKE_WAIT,
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
+    }
+
     /// HTTP worker threads in force.
     pub fn http_workers(&self) -> usize {
         self.http_workers
@@ -369,6 +430,16 @@ impl std::fmt::Debug for Config {
             .field("cors_origins", &self.cors_origins)
             .field("web_dir", &self.web_dir)
             .field("public_socket_url", &self.public_socket_url)
+            .field("ws_max_sockets_per_ip", &self.ws_max_sockets_per_ip)
+            .field("ws_handshake_rate", &self.ws_handshake_rate)
+            .field("ws_handshake_burst", &self.ws_handshake_burst)
+            .field("ws_max_handshakes", &self.ws_max_handshakes)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("ws_send_buffer", &self.ws_send_buffer)
+            .field("scroll_rate", &self.scroll_rate)
+            .field("scroll_burst", &self.scroll_burst)
+            .field("batch_rate", &self.batch_rate)
+            .field("batch_burst", &self.batch_burst)
             .field("chat_rate", &self.chat_rate)
             .field("chat_burst", &self.chat_burst)
             .field("typing_rate", &self.typing_rate)

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod normalize_path;
 pub mod openapi;
 pub mod realtime;
+pub mod rest_limits;
 pub mod routes;
 pub mod state;
 pub mod telemetry;

@@ -17,6 +17,8 @@ use crate::state::AppState;
 pub const UNAUTHORIZED: &str = "No, a malformed, expired or foreign bearer token (`unauthorized`)";
 pub const DB_UNAVAILABLE: &str =
     "The database is unreachable or its pool exhausted (`db_unavailable`); retry shortly";
+pub const RATE_LIMITED: &str =
+    "Over the member's rate for this endpoint (`rate_limited`); `Retry-After` says how many seconds to wait";
 pub const PAYLOAD_TOO_LARGE: &str = "A body over 64 KiB (`payload_too_large`)";
 pub const UNSUPPORTED_MEDIA_TYPE: &str =
     "A body that is not `Content-Type: application/json` (`unsupported_media_type`)";

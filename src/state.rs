@@ -21,6 +21,8 @@ pub struct AppState {
     pub jwt: JwtKeys,
     pub cursors: CursorCodec,
     pub config: Arc<Config>,
+    /// Per-user REST rate limits, shared by every HTTP worker.
+    pub rest_limits: Arc<crate::rest_limits::RestLimits>,
     /// Each HTTP worker's pool settings, worked out (and checked) once.
     per_http_worker: PoolSettings,
     /// The bus between nodes, once the realtime side has started it.
@@ -55,6 +57,7 @@ impl AppState {
             jwt: JwtKeys::new(&secret)
                 .expecting(config.jwt_issuer.as_deref(), config.jwt_audience.as_deref()),
             cursors: CursorCodec::derive(&secret),
+            rest_limits: Arc::new(crate::rest_limits::RestLimits::new(&config)),
             config: Arc::new(config),
             per_http_worker: pools.per_http_worker,
             bus: None,

@@ -24,7 +24,7 @@ const MAX_HEADERS: usize = 48;
 const READ_CHUNK: usize = 2048;
 
 /// Seconds a refused client is told to wait when the node sheds load.
-const RETRY_AFTER_SECS: u32 = 5;
+pub(crate) const RETRY_AFTER_SECS: u32 = 5;
 
 /// Engine.IO's error codes, as engine.io 6 answers them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub(crate) struct Refusal {
     pub(crate) message: &'static str,
     /// Engine.IO's code, for refusals of its protocol.
     pub(crate) engine: Option<EngineError>,
+    /// Seconds the client is told to wait before trying again.
+    pub(crate) retry_after: Option<u32>,
 }
 
 impl Refusal {
@@ -65,6 +67,7 @@ impl Refusal {
             code,
             message,
             engine: Some(engine),
+            retry_after: None,
         }
     }
 
@@ -86,6 +89,18 @@ impl Refusal {
             code: "unavailable",
             message,
             engine: None,
+            retry_after: Some(RETRY_AFTER_SECS),
+        }
+    }
+
+    /// A client over one of the connection limits (`crate::limits`).
+    pub(crate) const fn too_many(code: &'static str, message: &'static str, retry_after: u32) -> Self {
+        Self {
+            status: 429,
+            code,
+            message,
+            engine: None,
+            retry_after: Some(retry_after),
         }
     }
 
@@ -95,15 +110,15 @@ impl Refusal {
             404 => "Not Found",
             411 => "Length Required",
             413 => "Payload Too Large",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             503 => "Service Unavailable",
             _ => "Bad Request",
         };
-        let retry = if self.status == 503 {
-            format!("Retry-After: {RETRY_AFTER_SECS}\r\n")
-        } else {
-            String::new()
-        };
+        let retry = self
+            .retry_after
+            .map(|secs| format!("Retry-After: {secs}\r\n"))
+            .unwrap_or_default();
         let error = json!({"code": self.code, "message": self.message});
         let body = match self.engine {
             Some(engine) => json!({"code": engine as u8, "message": engine.message(), "error": error}),
@@ -160,6 +175,8 @@ pub(crate) struct Head {
     pub(crate) keep_alive: bool,
     /// CORS headers for the response (empty for none).
     pub(crate) cors: String,
+    /// The `X-Forwarded-For` header, if any (believed only from a trusted proxy).
+    pub(crate) forwarded_for: Option<String>,
 }
 
 /// What reading the request head gave.
@@ -184,6 +201,7 @@ pub(crate) fn parse_head(buffer: &[u8], max_payload: usize, cors_origins: &[Stri
                 route: route(&request, max_payload),
                 keep_alive,
                 cors: cors_headers(cors_origins, header("origin")),
+                forwarded_for: header("x-forwarded-for").map(str::to_owned),
             })
         }
         Err(_) => Parsed::Complete(Head {
@@ -193,9 +211,11 @@ pub(crate) fn parse_head(buffer: &[u8], max_payload: usize, cors_origins: &[Stri
                 code: "bad_request",
                 message: "the request is not valid HTTP/1.1",
                 engine: None,
+                retry_after: None,
             }),
             keep_alive: false,
             cors: String::new(),
+            forwarded_for: None,
         }),
     }
 }
@@ -228,6 +248,7 @@ fn route(request: &httparse::Request<'_, '_>, max_payload: usize) -> Route {
             code: "not_found",
             message: "sockets are served under /socket.io/",
             engine: None,
+            retry_after: None,
         });
     }
     let method = request.method.unwrap_or_default();
@@ -330,6 +351,7 @@ fn polling(
                     code: "length_required",
                     message: "send the payload with Content-Length, not chunked",
                     engine: Some(EngineError::BadRequest),
+                    retry_after: None,
                 });
             }
             // As engine.io: v4 payloads are text, binary packets in base64.

@@ -2,6 +2,7 @@
 pub mod bridge;
 pub mod codec;
 mod http;
+pub mod limits;
 pub mod listener;
 mod live;
 pub mod registry;

@@ -20,9 +20,9 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
@@ -35,7 +35,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::codec::engine;
-use crate::http::{self, Head, Parsed, Refusal, Route};
+use crate::http::{self, Head, Parsed, RETRY_AFTER_SECS, Refusal, Route};
+use crate::limits::{Admitted, LimitRefusal};
 use crate::live::{LiveGuard, Tracker};
 use crate::session::{
     Attach, Close, DisconnectReason, Poll, PollAbandoned, Push, Session, SocketApp, SocketConfig,
@@ -131,6 +132,7 @@ pub async fn serve_and_drain(
             app: Arc::clone(&app),
             shutdown: stop_signal.clone(),
             live: LiveGuard::new(&tracker),
+            peer: peer.ip(),
         };
         if !arbiter.spawn(connection.run(stream, peer)) {
             tracing::error!("a socket arbiter has stopped; refusing sockets");
@@ -164,6 +166,8 @@ struct Connection {
     app: Arc<dyn SocketApp>,
     shutdown: watch::Receiver<bool>,
     live: LiveGuard,
+    /// The TCP peer (a client, or a proxy in front of clients).
+    peer: IpAddr,
 }
 
 impl Connection {
@@ -178,6 +182,15 @@ impl Connection {
         // Small Engine.IO packets (pings, acks) must not wait for Nagle.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
+        }
+        // Autotuned, a socket whose client stops reading takes up to
+        // tcp_wmem's maximum (4 MiB) of kernel memory, counted in the
+        // pod's cgroup, before its writes block and its bounded queue can
+        // fill: thousands of such clients would take gigabytes.
+        if self.config.send_buffer > 0
+            && let Err(error) = socket2::SockRef::from(&stream).set_send_buffer_size(self.config.send_buffer)
+        {
+            tracing::debug!(%error, %peer, "could not set SO_SNDBUF");
         }
         let mut stream = Some(stream);
         // Bytes read and not yet used: empty, and so unallocated, between requests.
@@ -249,9 +262,11 @@ async fn read_head(
                             code: "request_too_large",
                             message: "the request head is too large",
                             engine: None,
+                            retry_after: None,
                         }),
                         keep_alive: false,
                         cors: String::new(),
+                        forwarded_for: None,
                     }));
                 }
                 Parsed::Partial => {}
@@ -279,15 +294,17 @@ impl Connection {
             route,
             keep_alive,
             cors,
+            forwarded_for,
             ..
         } = head;
         let sessions = Arc::clone(&self.config.polling_sessions);
         let response = match route {
             Route::Refused(refusal) => return refused(stream, refusal, &cors).await,
             Route::WebSocket { accept, sid: None } => {
-                if let Some(refusal) = self.admission() {
-                    return refused(stream, refusal, &cors).await;
-                }
+                let admitted = match self.admit(forwarded_for.as_deref()).await {
+                    Ok(admitted) => admitted,
+                    Err(refusal) => return refused(stream, refusal, &cors).await,
+                };
                 let (reader, writer) = websocket(stream, &accept, pending, &self.config).await?;
                 let id = Session::launch(
                     reader,
@@ -296,6 +313,7 @@ impl Connection {
                     Arc::clone(&self.app),
                     self.shutdown.clone(),
                     self.live.sibling(),
+                    admitted,
                 );
                 tracing::debug!(session = %id, "socket upgraded");
                 return Ok(None);
@@ -314,9 +332,10 @@ impl Connection {
                 http::preflight_response(&cors, allow_headers.as_deref(), keep_alive)
             }
             Route::Handshake => {
-                if let Some(refusal) = self.admission() {
-                    return refused(stream, refusal, &cors).await;
-                }
+                let admitted = match self.admit(forwarded_for.as_deref()).await {
+                    Ok(admitted) => admitted,
+                    Err(refusal) => return refused(stream, refusal, &cors).await,
+                };
                 let (first, open) = oneshot::channel();
                 let id = Session::launch_polling(
                     first,
@@ -325,6 +344,7 @@ impl Connection {
                     Arc::clone(&self.app),
                     self.shutdown.clone(),
                     self.live.sibling(),
+                    admitted,
                 );
                 tracing::debug!(session = %id, "long-polling session opened");
                 match open.await {
@@ -398,6 +418,7 @@ impl Connection {
                     code: "payload_too_large",
                     message: "the payload is over maxPayload; the session is closed",
                     engine: None,
+                    retry_after: None,
                 };
                 return refused(stream, refusal, &cors).await;
             }
@@ -423,14 +444,58 @@ impl Connection {
         Ok(keep_alive.then_some(stream))
     }
 
-    /// The refusal a new session gets from a node that sheds or drains.
-    fn admission(&self) -> Option<Refusal> {
-        self.config.admission.refusal().map(|why| {
-            Refusal::unavailable(if why == "draining" {
-                "this node is shutting down; connect again"
-            } else {
-                "this node is short of memory; connect again shortly"
-            })
+    /// Admits a new session, or refuses it (counted by reason in
+    /// `connections_refused_total`): a node that sheds or drains refuses
+    /// every one; an address over its share of sockets or its handshake
+    /// rate gets 429; a handshake that finds no room in flight within the
+    /// wait gets 503.
+    async fn admit(&self, forwarded_for: Option<&str>) -> Result<Admitted, Refusal> {
+        let refuse = |reason: &'static str, refusal: Refusal| {
+            metrics::counter!("connections_refused_total", "reason" => reason).increment(1);
+            refusal
+        };
+        if let Some(why) = self.config.admission.refusal() {
+            return Err(refuse(
+                why,
+                Refusal::unavailable(if why == "draining" {
+                    "this node is shutting down; connect again"
+                } else {
+                    "this node is short of memory; connect again shortly"
+                }),
+            ));
+        }
+        let limits = &self.config.limits;
+        let client = limits.client_address(self.peer, forwarded_for);
+        let limited = |refusal: LimitRefusal| match refusal {
+            LimitRefusal::TooManyFromAddress => refuse(
+                "per_address",
+                Refusal::too_many(
+                    "too_many_connections",
+                    "this address holds as many sockets as it may; close one or connect again later",
+                    RETRY_AFTER_SECS,
+                ),
+            ),
+            LimitRefusal::HandshakeRate(wait) => refuse(
+                "handshake_rate",
+                Refusal::too_many(
+                    "rate_limited",
+                    "this address opens sockets too fast; connect again after Retry-After",
+                    u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX),
+                ),
+            ),
+            LimitRefusal::Busy => refuse("in_flight", {
+                let mut busy = Refusal::unavailable(
+                    "this node has too many handshakes under way; connect again shortly",
+                );
+                busy.code = "busy";
+                busy
+            }),
+        };
+        let slot = limits.admit(client, Instant::now()).map_err(limited)?;
+        let handshake = limits.handshake_permit().await.map_err(limited)?;
+        Ok(Admitted {
+            slot: slot.held_in(limits),
+            handshake,
         })
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use aurum_actors::bridge::{BridgeHandle, BridgeSettings, Recovered, StartError};
+use aurum_actors::limits::ConnectionLimits;
 use aurum_actors::registry::RegistryHandle;
 use aurum_actors::supervisor::TaskCensus;
 use aurum_actors::writer::WriterHandle;
@@ -144,6 +145,8 @@ impl Realtime {
             arbiters: self.arbiters.iter().map(actix::Arbiter::handle).collect(),
             admission: Arc::clone(&self.admission),
             tasks: Some(Arc::clone(&self.tasks)),
+            limits: Arc::new(ConnectionLimits::new(config.connection_limits())),
+            send_buffer: config.ws_send_buffer,
             ..Default::default()
         }
     }

@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod abuse;
 mod auth;
 mod bridge;
 mod bridge_cluster;
@@ -32,6 +33,7 @@ mod profiles_scroll;
 mod realtime;
 mod replay;
 mod schema_file;
+mod storm;
 mod supervisor;
 mod traces;
 mod web;

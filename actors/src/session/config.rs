@@ -63,6 +63,12 @@ pub struct SocketConfig {
     /// Browser origins (`scheme://host[:port]`) whose pages may use
     /// long-polling from another origin (CORS); none by default.
     pub cors_origins: Vec<String>,
+    /// Per-address socket caps and handshake rates, and the bound on
+    /// handshakes in flight; none by default.
+    pub limits: std::sync::Arc<crate::limits::ConnectionLimits>,
+    /// The kernel's send buffer for each accepted socket (SO_SNDBUF), in
+    /// bytes; 0 leaves it to the kernel's autotuning.
+    pub send_buffer: usize,
 }
 
 impl Default for SocketConfig {
@@ -87,6 +93,8 @@ impl Default for SocketConfig {
             tasks: None,
             polling_sessions: std::sync::Arc::default(),
             cors_origins: Vec::new(),
+            limits: std::sync::Arc::default(),
+            send_buffer: 0,
         }
     }
 }

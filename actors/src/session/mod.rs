@@ -24,7 +24,7 @@ use actix::prelude::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, oneshot, watch};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -40,6 +40,7 @@ pub(crate) use self::polling::{Attach, Poll, PollAbandoned, Push};
 use crate::codec::engine::{self, EnginePacket, Frame, OpenPayload};
 use crate::codec::socket::{self, PacketKind, SocketPacket};
 use crate::codec::{Assembly, BinaryAssembler};
+use crate::limits::{Admitted, HeldSlot};
 use crate::live::LiveGuard;
 use crate::sids::PollingSessions;
 use crate::ws::{Incoming, ReadError, WsReader, WsWriter};
@@ -178,6 +179,11 @@ pub(crate) struct Session {
     exit: Option<DisconnectReason>,
     shutdown: Option<watch::Receiver<bool>>,
     _live: LiveGuard,
+    /// The client address's slot, for the session's life.
+    _slot: Option<HeldSlot>,
+    /// Room among the handshakes in flight, given back once the first
+    /// CONNECT is decided (or `handshake_timeout` after the session began).
+    handshake: Option<OwnedSemaphorePermit>,
 }
 
 impl Session {
@@ -189,12 +195,13 @@ impl Session {
         app: Arc<dyn SocketApp>,
         shutdown: watch::Receiver<bool>,
         live: LiveGuard,
+        admitted: Admitted,
     ) -> SessionId {
         let id = SessionId::next();
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(config.mailbox_capacity);
             ctx.add_stream(reader.into_stream());
-            Session::new(id, config, app, Some(writer), None, shutdown, live)
+            Session::new(id, config, app, Some(writer), None, shutdown, live, admitted, ctx)
         });
         id
     }
@@ -209,17 +216,32 @@ impl Session {
         app: Arc<dyn SocketApp>,
         shutdown: watch::Receiver<bool>,
         live: LiveGuard,
+        admitted: Admitted,
     ) -> SessionId {
         let id = SessionId::next();
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(config.mailbox_capacity);
             let registration = sessions.register(random_sid(), ctx.address());
             let polling = Box::new(Polling::new(registration, first));
-            Session::new(id, config, app, None, Some(polling), shutdown, live)
+            Session::new(
+                id,
+                config,
+                app,
+                None,
+                Some(polling),
+                shutdown,
+                live,
+                admitted,
+                ctx,
+            )
         });
         id
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the two launchers' common part; each argument is one piece of the session"
+    )]
     fn new(
         id: SessionId,
         config: Arc<SocketConfig>,
@@ -228,7 +250,13 @@ impl Session {
         polling: Option<Box<Polling>>,
         shutdown: watch::Receiver<bool>,
         live: LiveGuard,
+        admitted: Admitted,
+        ctx: &mut Context<Self>,
     ) -> Self {
+        if admitted.handshake.is_some() {
+            // A client that never sends CONNECT does not keep its room.
+            ctx.run_later(config.handshake_timeout, |act, _| act.handshake = None);
+        }
         Session {
             id,
             config,
@@ -251,6 +279,8 @@ impl Session {
             exit: None,
             shutdown: Some(shutdown),
             _live: live,
+            _slot: admitted.slot,
+            handshake: admitted.handshake,
         }
     }
 
@@ -658,6 +688,8 @@ impl Session {
         decision: Result<Result<ConnState, ConnectRefusal>, tokio::time::error::Elapsed>,
         ctx: &mut Context<Self>,
     ) {
+        // The handshake is over, whatever was decided.
+        self.handshake = None;
         if self.exit.is_some() {
             return;
         }

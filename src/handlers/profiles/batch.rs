@@ -11,7 +11,8 @@ use super::presence::{ProfileView, with_presence};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::handlers::{PageJson, SizeHint, non_blank};
-use crate::openapi::{DB_UNAVAILABLE, UNAUTHORIZED};
+use crate::openapi::{DB_UNAVAILABLE, RATE_LIMITED, UNAUTHORIZED};
+use crate::rest_limits::Endpoint;
 use crate::state::AppState;
 
 const MAX_IDS: usize = 50;
@@ -40,15 +41,18 @@ pub struct BatchResponse {
         (status = 200, description = "The profiles found and the ids not found", body = BatchResponse),
         (status = 400, description = "`profile_ids` missing, not ids, or more than 50 (`invalid_profile_ids`); a repeated parameter (`invalid_query`)", body = ErrorBody),
         (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = DB_UNAVAILABLE, body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
 pub async fn batch_profiles(
     state: web::Data<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     query: web::Query<BatchQuery>,
 ) -> Result<PageJson<BatchResponse>, ApiError> {
+    state.rest_limits.take(Endpoint::Batch, user.id)?;
     let ids = parse_ids(query.profile_ids.as_deref())?;
     let mut conn = state.db.get().await?;
     let found = crate::metrics::timed("profiles_batch", profiles::load_approved(&mut conn, &ids)).await?;

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::handlers::{PageJson, SizeHint, non_blank, parse_limit, parse_number, trim_page};
-use crate::openapi::{DB_UNAVAILABLE, UNAUTHORIZED};
+use crate::openapi::{DB_UNAVAILABLE, RATE_LIMITED, UNAUTHORIZED};
+use crate::rest_limits::Endpoint;
 use crate::state::AppState;
 
 const CURSOR_KIND: &str = "profiles.scroll";
@@ -70,6 +71,8 @@ pub struct ScrollPage {
         (status = 200, description = "A page of profiles", body = ScrollPage),
         (status = 400, description = "A parameter out of range (`invalid_limit`, `invalid_filter`, `invalid_query`), a tampered or foreign cursor (`invalid_cursor`) or filters that contradict it (`cursor_mismatch`)", body = ErrorBody),
         (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = DB_UNAVAILABLE, body = ErrorBody),
     ),
     security(("bearer" = [])),
@@ -79,6 +82,7 @@ pub async fn scroll_profiles(
     user: AuthUser,
     query: web::Query<ScrollQuery>,
 ) -> Result<PageJson<ScrollPage>, ApiError> {
+    state.rest_limits.take(Endpoint::Scroll, user.id)?;
     let limit = parse_limit(query.limit.as_deref())?;
     let asked = parse_filter(&query)?;
     let (filter, today, after) = match non_blank(query.cursor.as_deref()) {

@@ -46,7 +46,13 @@ impl TestApp {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap());
         let web_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist");
-        let args = [format!("--cors-origins={origin}"), format!("--web-dir={web_dir}")];
+        // The REST limits at their defaults: the page must never hit them.
+        let args = [
+            format!("--cors-origins={origin}"),
+            format!("--web-dir={web_dir}"),
+            "--scroll-rate=10".to_owned(),
+            "--batch-rate=20".to_owned(),
+        ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Self::spawn_listening(std::sync::Arc::new(TestDb::migrated()), &args, listener).await
     }
@@ -72,6 +78,15 @@ impl TestApp {
             "--max-connections=7".to_owned(),
             // A node a test drops stops at once (the drain has tests of its own).
             "--drain-delay=0".to_owned(),
+            // Tests call scroll and batch far faster than a member could;
+            // tests/it/abuse.rs and the browser test (spawn_web) run with limits.
+            "--scroll-rate=0".to_owned(),
+            "--batch-rate=0".to_owned(),
+            // Every test's clients come from 127.0.0.1, some hundreds at
+            // once; tests/it/abuse.rs sets the per-address limits it tries,
+            // and tests/it/storm.rs runs a node at the defaults.
+            "--ws-max-sockets-per-ip=0".to_owned(),
+            "--ws-handshake-rate=0".to_owned(),
         ];
         let sockets = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         // The addresses really listened on, as `aurum serve` has them: the
