@@ -19,3 +19,7 @@ pub use session::{
     SendError, SessionHandle, SessionId, SocketApp, SocketConfig,
 };
 pub use sids::PollingSessions;
+/// The WebSocket frame reader, for the fuzz targets (fuzz/) to drive with
+/// bytes from memory; a serving build keeps it private.
+#[cfg(feature = "fuzzing")]
+pub use ws::{Incoming, ReadError, ReadySource, WsReader};

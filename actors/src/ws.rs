@@ -17,6 +17,7 @@
 //! them goes to the socket in one write.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 
 use tokio::io::AsyncWriteExt as _;
@@ -38,7 +39,7 @@ const MAX_CONTROL_PAYLOAD: u64 = 125;
 
 /// A complete message from the client.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Incoming {
+pub enum Incoming {
     Text(String),
     Binary(Vec<u8>),
     /// Answered with a pong carrying the same payload.
@@ -49,7 +50,7 @@ pub(crate) enum Incoming {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     #[error("a message of {size} bytes is over the {max}-byte limit")]
     TooLarge { size: u64, max: usize },
     #[error("{0}")]
@@ -125,9 +126,34 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
+/// What [`WsReader`] reads from: a source that says when it has bytes and
+/// then hands them over without waiting, so the reader's buffer is only
+/// ever borrowed between the two, never held across a wait.
+///
+/// The socket's read half in production; the fuzz targets feed bytes from
+/// memory through it.
+pub trait ReadySource {
+    /// Waits until a read may find bytes (or the end of the stream).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Reads what is there without waiting: 0 at the end of the stream,
+    /// `WouldBlock` when nothing is (the wait above may wake spuriously).
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl ReadySource for OwnedReadHalf {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        OwnedReadHalf::readable(self)
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        OwnedReadHalf::try_read(self, buf)
+    }
+}
+
 /// Reads the client's messages off the socket's read half.
-pub(crate) struct WsReader {
-    read: OwnedReadHalf,
+pub struct WsReader<R = OwnedReadHalf> {
+    read: R,
     /// Bytes read but not parsed yet; released whenever it empties.
     pending: Vec<u8>,
     /// How much one read asks the socket for.
@@ -140,12 +166,12 @@ pub(crate) struct WsReader {
     done: bool,
 }
 
-impl WsReader {
+impl<R: ReadySource> WsReader<R> {
     /// `early` holds bytes the client sent right behind its upgrade
     /// request; a message must arrive whole within `message_timeout` of its
     /// first byte.
-    pub(crate) fn new(
-        read: OwnedReadHalf,
+    pub fn new(
+        read: R,
         early: Vec<u8>,
         chunk: usize,
         max_payload: usize,
@@ -164,7 +190,7 @@ impl WsReader {
 
     /// The reader as a stream of messages, which ends after a close, an
     /// error, or the end of the connection.
-    pub(crate) fn into_stream(self) -> impl futures_util::Stream<Item = Result<Incoming, ReadError>> {
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Incoming, ReadError>> {
         futures_util::stream::unfold(self, |mut reader| async move {
             let item = reader.next().await?;
             Some((item, reader))
