@@ -3,6 +3,7 @@
 //! keyset-paginated with a signed cursor.
 
 use actix_web::web;
+use aurum_schema::cursor::CursorCodec;
 use aurum_schema::ids::UserId;
 use aurum_schema::models::history::{self, ActivityKey, ConversationSummary};
 use serde::{Deserialize, Serialize};
@@ -26,10 +27,37 @@ pub struct ListQuery {
 }
 
 /// What a cursor carries: who it was issued to and the last row's sort key.
-#[derive(Debug, Serialize, Deserialize)]
-struct ListCursor {
-    viewer: UserId,
-    after: ActivityKey,
+///
+/// Public with its decoding, which needs no request, so the fuzz target
+/// (fuzz/) can drive the decoding the handler does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListCursor {
+    pub viewer: UserId,
+    pub after: ActivityKey,
+}
+
+impl ListCursor {
+    /// The cursor as the next page's link carries it.
+    pub fn encode(&self, cursors: &CursorCodec) -> String {
+        cursors.encode(CURSOR_KIND, self)
+    }
+
+    /// The cursor `text` encodes, if it is one `cursors` signed for this
+    /// endpoint and for `viewer`.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_cursor` (400) for anything else.
+    pub fn decode(cursors: &CursorCodec, viewer: UserId, text: &str) -> Result<Self, ApiError> {
+        let invalid =
+            || ApiError::bad_request("invalid_cursor", "the cursor is invalid; start again without one");
+        let cursor: Self = cursors.decode(CURSOR_KIND, text).map_err(|_| invalid())?;
+        // A cursor walks one member's list; another member's would skip into it.
+        if cursor.viewer != viewer {
+            return Err(invalid());
+        }
+        Ok(cursor)
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -61,8 +89,9 @@ pub async fn list_conversations(
 ) -> Result<PageJson<ConversationPage>, ApiError> {
     let limit = parse_limit(query.limit.as_deref())?;
     let after = non_blank(query.cursor.as_deref())
-        .map(|cursor| decode_cursor(&state, user.id, cursor))
-        .transpose()?;
+        .map(|cursor| ListCursor::decode(&state.cursors, user.id, cursor))
+        .transpose()?
+        .map(|cursor| cursor.after);
 
     let mut conn = state.db.get().await?;
     let mut items = crate::metrics::timed(
@@ -72,13 +101,13 @@ pub async fn list_conversations(
     .await?;
     let has_more = trim_page(&mut items, limit);
     let next_cursor = match (has_more, items.last()) {
-        (true, Some(last)) => Some(state.cursors.encode(
-            CURSOR_KIND,
-            &ListCursor {
+        (true, Some(last)) => Some(
+            ListCursor {
                 viewer: user.id,
                 after: ActivityKey::of(last),
-            },
-        )),
+            }
+            .encode(&state.cursors),
+        ),
         _ => None,
     };
     static SIZE: SizeHint = SizeHint::new();
@@ -88,15 +117,4 @@ pub async fn list_conversations(
         has_more,
     };
     Ok(PageJson::new(page, &SIZE))
-}
-
-fn decode_cursor(state: &AppState, viewer: UserId, cursor: &str) -> Result<ActivityKey, ApiError> {
-    let invalid =
-        || ApiError::bad_request("invalid_cursor", "the cursor is invalid; start again without one");
-    let cursor: ListCursor = state.cursors.decode(CURSOR_KIND, cursor).map_err(|_| invalid())?;
-    // A cursor walks one member's list; another member's would skip into it.
-    if cursor.viewer != viewer {
-        return Err(invalid());
-    }
-    Ok(cursor.after)
 }

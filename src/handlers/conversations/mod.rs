@@ -3,5 +3,5 @@
 pub(crate) mod list;
 pub(crate) mod messages;
 
-pub use list::list_conversations;
+pub use list::{ListCursor, list_conversations};
 pub use messages::list_messages;

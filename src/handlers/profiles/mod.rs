@@ -11,4 +11,4 @@ pub use batch::batch_profiles;
 pub use get::get_profile;
 pub use get_own::get_own_profile;
 pub use put_own::put_own_profile;
-pub use scroll::scroll_profiles;
+pub use scroll::{ScrollCursor, scroll_profiles};

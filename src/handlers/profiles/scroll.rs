@@ -2,6 +2,7 @@
 //! keyset-paginated with a signed cursor that carries the filters.
 
 use actix_web::web;
+use aurum_schema::cursor::CursorCodec;
 use aurum_schema::ids::UserId;
 use aurum_schema::models::profiles::{self, Gender, Profile, ScrollFilter, ScrollKey};
 use chrono::NaiveDate;
@@ -46,12 +47,39 @@ pub struct ScrollQuery {
 /// What a cursor carries: who it was issued to, the filters, the day ages
 /// were computed on (so a scroll across midnight stays consistent) and the
 /// last row's sort key.
-#[derive(Debug, Serialize, Deserialize)]
-struct ScrollCursor {
-    viewer: UserId,
-    filter: ScrollFilter,
-    today: NaiveDate,
-    after: ScrollKey,
+///
+/// Public with its decoding, which needs no request, so the fuzz target
+/// (fuzz/) can drive the decoding the handler does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrollCursor {
+    pub viewer: UserId,
+    pub filter: ScrollFilter,
+    pub today: NaiveDate,
+    pub after: ScrollKey,
+}
+
+impl ScrollCursor {
+    /// The cursor as the next page's link carries it.
+    pub fn encode(&self, cursors: &CursorCodec) -> String {
+        cursors.encode(CURSOR_KIND, self)
+    }
+
+    /// The cursor `text` encodes, if it is one `cursors` signed for this
+    /// endpoint and for `viewer`.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_cursor` (400) for anything else.
+    pub fn decode(cursors: &CursorCodec, viewer: UserId, text: &str) -> Result<Self, ApiError> {
+        let invalid =
+            || ApiError::bad_request("invalid_cursor", "the cursor is invalid; start again without one");
+        let cursor: Self = cursors.decode(CURSOR_KIND, text).map_err(|_| invalid())?;
+        // A cursor is issued to one member: it encodes what that member may see.
+        if cursor.viewer != viewer {
+            return Err(invalid());
+        }
+        Ok(cursor)
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -87,7 +115,7 @@ pub async fn scroll_profiles(
     let asked = parse_filter(&query)?;
     let (filter, today, after) = match non_blank(query.cursor.as_deref()) {
         Some(cursor) => {
-            let cursor = decode_cursor(&state, user.id, cursor)?;
+            let cursor = ScrollCursor::decode(&state.cursors, user.id, cursor)?;
             ensure_consistent(&asked, &cursor.filter)?;
             (cursor.filter, cursor.today, Some(cursor.after))
         }
@@ -102,15 +130,15 @@ pub async fn scroll_profiles(
     .await?;
     let has_more = trim_page(&mut items, limit);
     let next_cursor = match (has_more, items.last()) {
-        (true, Some(last)) => Some(state.cursors.encode(
-            CURSOR_KIND,
-            &ScrollCursor {
+        (true, Some(last)) => Some(
+            ScrollCursor {
                 viewer: user.id,
                 filter,
                 today,
                 after: ScrollKey::of(last),
-            },
-        )),
+            }
+            .encode(&state.cursors),
+        ),
         _ => None,
     };
     static SIZE: SizeHint = SizeHint::new();
@@ -179,17 +207,6 @@ fn parse_filter(query: &ScrollQuery) -> Result<ScrollFilter, ApiError> {
         religion: text(query.religion.as_deref()),
         city: text(query.city.as_deref()),
     })
-}
-
-fn decode_cursor(state: &AppState, viewer: UserId, cursor: &str) -> Result<ScrollCursor, ApiError> {
-    let invalid =
-        || ApiError::bad_request("invalid_cursor", "the cursor is invalid; start again without one");
-    let cursor: ScrollCursor = state.cursors.decode(CURSOR_KIND, cursor).map_err(|_| invalid())?;
-    // A cursor is issued to one member: it encodes what that member may see.
-    if cursor.viewer != viewer {
-        return Err(invalid());
-    }
-    Ok(cursor)
 }
 
 /// Filters may be repeated alongside a cursor, but not changed.
