@@ -373,13 +373,29 @@ fn close_frame(payload: &[u8]) -> Result<Option<CloseFrame>, ReadError> {
         [] => Ok(None),
         [_] => Err(ReadError::Protocol("a close frame with a one-byte body")),
         [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            // The session answers a close with the client's code: one no
+            // endpoint may send (1005, 1006, 1015, unassigned ones) must not
+            // go back on the wire, so it is the client's protocol error.
+            if !is_sendable_close_code(code) {
+                return Err(ReadError::Protocol(
+                    "a close frame with a code no endpoint may send",
+                ));
+            }
             let reason = std::str::from_utf8(reason).map_err(|_| ReadError::Utf8)?;
             Ok(Some(CloseFrame {
-                code: CloseCode::from(u16::from_be_bytes([*high, *low])),
+                code: CloseCode::from(code),
                 reason: reason.to_owned().into(),
             }))
         }
     }
+}
+
+/// Close codes a close frame may carry (RFC 6455 7.4 and the IANA
+/// registry): the defined ones but 1004 (reserved), 1005, 1006 and 1015
+/// (never sent), and those for libraries and applications (3000-4999).
+fn is_sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Writes frames to the socket's write half.
@@ -564,6 +580,63 @@ mod tests {
         assert!(reader.next().await.is_none(), "nothing after a close");
         assert_eq!(reader.pending.capacity(), 0, "no buffer kept between messages");
         drop(writer.await.unwrap());
+    }
+
+    /// Found by the ws_reader fuzz target (fuzz/corpus/ws_reader/
+    /// regression-close-code): a ping, then a close with code 21480, which
+    /// the reader passed on and the session echoed back to the client.
+    #[tokio::test]
+    async fn close_codes_no_endpoint_may_send_are_protocol_errors() {
+        let fuzzed = [
+            0x89, 0x85, 0x12, 0x34, 0x56, 0x78, 0x62, 0x46, 0x39, 0x1a, 0x77, 0x88, 0x85, 0x12, 0x34, 0x56,
+            0x78, 0x41, 0xdc, 0x34, 0x01, 0x77,
+        ];
+        let (mut client, mut reader) = pair(65_535).await;
+        client.write_all(&fuzzed).await.unwrap();
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            Incoming::Ping(b"probe".to_vec())
+        );
+        assert!(matches!(reader.next().await, Some(Err(ReadError::Protocol(_)))));
+        assert!(reader.next().await.is_none());
+
+        for code in [
+            0_u16,
+            999,
+            1004,
+            1005,
+            1006,
+            1015,
+            1016,
+            2999,
+            5000,
+            21_480,
+            u16::MAX,
+        ] {
+            let (mut client, mut reader) = pair(1_000).await;
+            let mut body = code.to_be_bytes().to_vec();
+            body.extend_from_slice(b"bye");
+            client
+                .write_all(&client_frame(true, OP_CLOSE, &body))
+                .await
+                .unwrap();
+            assert!(
+                matches!(reader.next().await, Some(Err(ReadError::Protocol(_)))),
+                "close code {code}"
+            );
+        }
+        for code in [1000_u16, 1001, 1003, 1007, 1011, 1014, 3000, 4000, 4999] {
+            let (mut client, mut reader) = pair(1_000).await;
+            client
+                .write_all(&client_frame(true, OP_CLOSE, &code.to_be_bytes()))
+                .await
+                .unwrap();
+            let close = reader.next().await.unwrap().unwrap();
+            assert!(
+                matches!(close, Incoming::Close(Some(ref frame)) if u16::from(frame.code) == code),
+                "close code {code}: {close:?}"
+            );
+        }
     }
 
     #[tokio::test]
