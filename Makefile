@@ -8,7 +8,7 @@ SEED_PROFILES ?= 100000
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 AURUM := $(TARGET_DIR)/release/aurum
 
-.PHONY: help run cluster test lint fmt build release web screenshots bench-profiles bench-ws bench-cluster soak soak-delivery reliability fuzz-api
+.PHONY: help run cluster test lint fmt build release web screenshots bench-profiles bench-ws bench-cluster soak soak-delivery reliability fuzz-api fuzz
 
 # The web client (web/): its sources and lockfile; web/dist is rebuilt when
 # any of them is newer than the last build.
@@ -33,6 +33,8 @@ help:
 	@echo "make soak-delivery   the randomized delivery test, longer: DELIVERY_SEEDS (20) runs of DELIVERY_SECS (15) each"
 	@echo "make fuzz-api        schemathesis against a live node's /api/v1/openapi.json, every check -> docs/fuzz.md"
 	@echo "                     (FUZZ_API_EXAMPLES: examples per operation and phase, 50)"
+	@echo "make fuzz            cargo fuzz (nightly) on the decoders, FUZZ_SECONDS (60) per target -> docs/fuzz.md;"
+	@echo "                     fails on a crash (FUZZ_TARGETS=ws_reader,cursor: only those)"
 
 build:
 	$(CARGO) build --workspace
@@ -98,10 +100,12 @@ screenshots: web
 
 lint:
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml
 
 bench-profiles: release
 	@export AURUM_BENCH_PG="$${AURUM_BENCH_PG:-$$(scripts/ensure-postgres.sh)}"; \
@@ -162,3 +166,10 @@ reliability: tests/e2e/node_modules/.package-lock.json web
 # the document's own test (tests/it/openapi.rs).
 fuzz-api:
 	@CARGO="$(CARGO)" scripts/fuzz-api.sh
+# The decoders a client reaches (Engine.IO, Socket.IO, WebSocket frames,
+# cursors) under libFuzzer for FUZZ_SECONDS each, with the nightly
+# toolchain and cargo-fuzz (installed here if missing); see scripts/fuzz.py.
+# Not part of `make test`; the crashes it found are, as regression tests.
+fuzz:
+	@if ! $(CARGO) fuzz --version >/dev/null 2>&1; then $(CARGO) install cargo-fuzz --locked; fi
+	CARGO="$(CARGO)" python3 scripts/fuzz.py

@@ -47,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
     let conversations = mode & 1 != 0;
     let signed = mode & 2 != 0;
     KEYS.with(|(codec, other_key)| {
-        let kind = if conversations { "conversations.list" } else { "profiles.scroll" };
+        let kind = if conversations {
+            "conversations.list"
+        } else {
+            "profiles.scroll"
+        };
         let Some(text) = cursor_text(codec, kind, signed, rest) else {
             return;
         };
@@ -57,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             let again = cursor.encode(codec);
-            assert_eq!(ListCursor::decode(codec, VIEWER, &again).ok(), Some(cursor.clone()));
+            assert_eq!(
+                ListCursor::decode(codec, VIEWER, &again).ok(),
+                Some(cursor.clone())
+            );
             assert!(ListCursor::decode(codec, stranger, &text).is_err());
             assert!(ListCursor::decode(other_key, VIEWER, &text).is_err());
             assert!(ScrollCursor::decode(codec, VIEWER, &text).is_err());
@@ -66,7 +73,10 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             let again = cursor.encode(codec);
-            assert_eq!(ScrollCursor::decode(codec, VIEWER, &again).ok(), Some(cursor.clone()));
+            assert_eq!(
+                ScrollCursor::decode(codec, VIEWER, &again).ok(),
+                Some(cursor.clone())
+            );
             assert!(ScrollCursor::decode(codec, stranger, &text).is_err());
             assert!(ScrollCursor::decode(other_key, VIEWER, &text).is_err());
             assert!(ListCursor::decode(codec, VIEWER, &text).is_err());

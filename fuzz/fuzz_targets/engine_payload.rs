@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
             PayloadPacket::Binary(bytes) => bytes.len(),
         })
         .sum();
-    assert!(decoded <= body.len(), "{decoded} bytes from a {}-byte body", body.len());
+    assert!(
+        decoded <= body.len(),
+        "{decoded} bytes from a {}-byte body",
+        body.len()
+    );
 
     let mut rebuilt = String::new();
     for packet in &packets {

@@ -3,8 +3,8 @@
 //! frame that decodes back to it; a binary frame is its bytes, unchanged.
 #![no_main]
 
-use aurum_actors::codec::engine::{self, EnginePacket};
 use aurum_actors::codec::Frame;
+use aurum_actors::codec::engine::{self, EnginePacket};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // The decoder yields None, never Some(""), for an empty ping or pong.
-    assert!(!matches!(packet, EnginePacket::Ping(Some("")) | EnginePacket::Pong(Some(""))));
+    assert!(!matches!(
+        packet,
+        EnginePacket::Ping(Some("")) | EnginePacket::Pong(Some(""))
+    ));
     let Frame::Text(encoded) = engine::encode(&packet) else {
         panic!("a text packet encoded as a binary frame: {packet:?}");
     };

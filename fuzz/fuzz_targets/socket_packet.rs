@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again.as_ref().ok(), Some(&packet), "{text:?} -> {encoded:?}");
 
     let frame = socket::encode_frame(&packet);
-    assert_eq!(engine::decode_text(&frame).ok(), Some(EnginePacket::Message(encoded.as_str())));
+    assert_eq!(
+        engine::decode_text(&frame).ok(),
+        Some(EnginePacket::Message(encoded.as_str()))
+    );
 
     // What the session reads off a packet.
     let _ = (packet.event_name(), packet.args());

@@ -129,7 +129,10 @@ fn tungstenite_reads(bytes: Vec<u8>, max_payload: usize) -> Vec<Said> {
 /// A message's buffer grows with what arrives, doubling: never more than
 /// twice its size, plus the one read that may land past it.
 fn assert_held(len: usize, capacity: usize) {
-    assert!(capacity <= 2 * len + 4096, "{capacity} bytes held for a {len}-byte message");
+    assert!(
+        capacity <= 2 * len + 4096,
+        "{capacity} bytes held for a {len}-byte message"
+    );
 }
 
 thread_local! {
@@ -158,7 +161,8 @@ fuzz_target!(|data: &[u8]| {
         schedule: Cell::new(seed),
     };
     let reader = WsReader::new(source, early.to_vec(), chunk, max_payload, DEADLINE);
-    let items: Vec<Result<Incoming, ReadError>> = RUNTIME.with(|runtime| runtime.block_on(reader.into_stream().collect()));
+    let items: Vec<Result<Incoming, ReadError>> =
+        RUNTIME.with(|runtime| runtime.block_on(reader.into_stream().collect()));
 
     let mut out = 0;
     let mut messages = Vec::new();
@@ -166,12 +170,20 @@ fuzz_target!(|data: &[u8]| {
         let last = index + 1 == items.len();
         match item {
             Ok(Incoming::Text(text)) => {
-                assert!(text.len() <= max_payload, "{} bytes over {max_payload}", text.len());
+                assert!(
+                    text.len() <= max_payload,
+                    "{} bytes over {max_payload}",
+                    text.len()
+                );
                 assert_held(text.len(), text.capacity());
                 out += text.len();
             }
             Ok(Incoming::Binary(bytes)) => {
-                assert!(bytes.len() <= max_payload, "{} bytes over {max_payload}", bytes.len());
+                assert!(
+                    bytes.len() <= max_payload,
+                    "{} bytes over {max_payload}",
+                    bytes.len()
+                );
                 assert_held(bytes.len(), bytes.capacity());
                 out += bytes.len();
             }
