@@ -166,6 +166,7 @@ reliability: tests/e2e/node_modules/.package-lock.json web
 # the document's own test (tests/it/openapi.rs).
 fuzz-api:
 	@CARGO="$(CARGO)" scripts/fuzz-api.sh
+
 # The decoders a client reaches (Engine.IO, Socket.IO, WebSocket frames,
 # cursors) under libFuzzer for FUZZ_SECONDS each, with the nightly
 # toolchain and cargo-fuzz (installed here if missing); see scripts/fuzz.py.
