@@ -74,6 +74,8 @@ def write_doc(rows, seconds):
         f"on {platform.node()} ({os.cpu_count()} cores, shared). Targets are in fuzz/fuzz_targets/, "
         "seeds in fuzz/corpus/; each crash found is a regression test in the crate it broke.",
         "",
+        f"Command: `{command()}`. Rows of targets left out of a run keep their last run's figures.",
+        "",
         "| target | what it drives | run (UTC) | seconds | executions | executions/s | corpus | crashes |",
         "|---|---|---|---:|---:|---:|---:|---|",
     ]
@@ -100,6 +102,12 @@ def write_doc(rows, seconds):
         new = old.rstrip("\n") + "\n\n" + section + "\n"
     with open(DOC, "w") as out:
         out.write(new)
+
+
+def command():
+    knobs = [f"{name}={os.environ[name]}" for name in ("FUZZ_SECONDS", "FUZZ_TARGETS", "FUZZ_MALLOC_MB")
+             if os.environ.get(name)]
+    return " ".join(knobs + ["make fuzz"])
 
 
 DRIVES = {
