@@ -12,6 +12,7 @@
 //! other key; a cursor for one endpoint is refused by the other.
 #![no_main]
 
+use aurum::handlers::MemberCursor as _;
 use aurum::handlers::conversations::ListCursor;
 use aurum::handlers::profiles::ScrollCursor;
 use aurum_schema::cursor::CursorCodec;

@@ -4,10 +4,12 @@
 pub mod admin;
 pub mod conversations;
 pub mod health;
+mod member_cursor;
 mod page_json;
 pub mod profiles;
 pub mod web;
 
+pub use member_cursor::MemberCursor;
 pub use page_json::{PageJson, SizeHint};
 
 use crate::error::ApiError;

@@ -3,14 +3,13 @@
 //! keyset-paginated with a signed cursor.
 
 use actix_web::web;
-use aurum_schema::cursor::CursorCodec;
 use aurum_schema::ids::UserId;
 use aurum_schema::models::history::{self, ActivityKey, ConversationSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
-use crate::handlers::{PageJson, SizeHint, non_blank, parse_limit, trim_page};
+use crate::handlers::{MemberCursor, PageJson, SizeHint, non_blank, parse_limit, trim_page};
 use crate::openapi::{DB_UNAVAILABLE, UNAUTHORIZED};
 use crate::state::AppState;
 
@@ -27,36 +26,17 @@ pub struct ListQuery {
 }
 
 /// What a cursor carries: who it was issued to and the last row's sort key.
-///
-/// Public with its decoding, which needs no request, so the fuzz target
-/// (fuzz/) can drive the decoding the handler does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListCursor {
     pub viewer: UserId,
     pub after: ActivityKey,
 }
 
-impl ListCursor {
-    /// The cursor as the next page's link carries it.
-    pub fn encode(&self, cursors: &CursorCodec) -> String {
-        cursors.encode(CURSOR_KIND, self)
-    }
+impl MemberCursor for ListCursor {
+    const KIND: &'static str = CURSOR_KIND;
 
-    /// The cursor `text` encodes, if it is one `cursors` signed for this
-    /// endpoint and for `viewer`.
-    ///
-    /// # Errors
-    ///
-    /// `invalid_cursor` (400) for anything else.
-    pub fn decode(cursors: &CursorCodec, viewer: UserId, text: &str) -> Result<Self, ApiError> {
-        let invalid =
-            || ApiError::bad_request("invalid_cursor", "the cursor is invalid; start again without one");
-        let cursor: Self = cursors.decode(CURSOR_KIND, text).map_err(|_| invalid())?;
-        // A cursor walks one member's list; another member's would skip into it.
-        if cursor.viewer != viewer {
-            return Err(invalid());
-        }
-        Ok(cursor)
+    fn viewer(&self) -> UserId {
+        self.viewer
     }
 }
 

@@ -2,7 +2,6 @@
 //! keyset-paginated with a signed cursor that carries the filters.
 
 use actix_web::web;
-use aurum_schema::cursor::CursorCodec;
 use aurum_schema::ids::UserId;
 use aurum_schema::models::profiles::{self, Gender, Profile, ScrollFilter, ScrollKey};
 use chrono::NaiveDate;
@@ -10,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
-use crate::handlers::{PageJson, SizeHint, non_blank, parse_limit, parse_number, trim_page};
+use crate::handlers::{MemberCursor, PageJson, SizeHint, non_blank, parse_limit, parse_number, trim_page};
 use crate::openapi::{DB_UNAVAILABLE, RATE_LIMITED, UNAUTHORIZED};
 use crate::rest_limits::Endpoint;
 use crate::state::AppState;
@@ -47,9 +46,6 @@ pub struct ScrollQuery {
 /// What a cursor carries: who it was issued to, the filters, the day ages
 /// were computed on (so a scroll across midnight stays consistent) and the
 /// last row's sort key.
-///
-/// Public with its decoding, which needs no request, so the fuzz target
-/// (fuzz/) can drive the decoding the handler does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScrollCursor {
     pub viewer: UserId,
@@ -58,27 +54,11 @@ pub struct ScrollCursor {
     pub after: ScrollKey,
 }
 
-impl ScrollCursor {
-    /// The cursor as the next page's link carries it.
-    pub fn encode(&self, cursors: &CursorCodec) -> String {
-        cursors.encode(CURSOR_KIND, self)
-    }
+impl MemberCursor for ScrollCursor {
+    const KIND: &'static str = CURSOR_KIND;
 
-    /// The cursor `text` encodes, if it is one `cursors` signed for this
-    /// endpoint and for `viewer`.
-    ///
-    /// # Errors
-    ///
-    /// `invalid_cursor` (400) for anything else.
-    pub fn decode(cursors: &CursorCodec, viewer: UserId, text: &str) -> Result<Self, ApiError> {
-        let invalid =
-            || ApiError::bad_request("invalid_cursor", "the cursor is invalid; start again without one");
-        let cursor: Self = cursors.decode(CURSOR_KIND, text).map_err(|_| invalid())?;
-        // A cursor is issued to one member: it encodes what that member may see.
-        if cursor.viewer != viewer {
-            return Err(invalid());
-        }
-        Ok(cursor)
+    fn viewer(&self) -> UserId {
+        self.viewer
     }
 }
 
