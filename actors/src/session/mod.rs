@@ -201,7 +201,7 @@ impl Session {
         Session::create(move |ctx| {
             ctx.set_mailbox_capacity(config.mailbox_capacity);
             ctx.add_stream(reader.into_stream());
-            Session::new(id, config, app, Some(writer), None, shutdown, live, admitted, ctx)
+            Session::new(id, config, app, Some(writer), None, shutdown, live, admitted)
         });
         id
     }
@@ -223,17 +223,7 @@ impl Session {
             ctx.set_mailbox_capacity(config.mailbox_capacity);
             let registration = sessions.register(random_sid(), ctx.address());
             let polling = Box::new(Polling::new(registration, first));
-            Session::new(
-                id,
-                config,
-                app,
-                None,
-                Some(polling),
-                shutdown,
-                live,
-                admitted,
-                ctx,
-            )
+            Session::new(id, config, app, None, Some(polling), shutdown, live, admitted)
         });
         id
     }
@@ -251,12 +241,7 @@ impl Session {
         shutdown: watch::Receiver<bool>,
         live: LiveGuard,
         admitted: Admitted,
-        ctx: &mut Context<Self>,
     ) -> Self {
-        if admitted.handshake.is_some() {
-            // A client that never sends CONNECT does not keep its room.
-            ctx.run_later(config.handshake_timeout, |act, _| act.handshake = None);
-        }
         Session {
             id,
             config,
@@ -508,6 +493,42 @@ impl Session {
         {
             // A replay that stopped waiting has nothing to be told.
             let _ = waiter.send(grant);
+        }
+    }
+
+    // ---- handshake deadlines ----
+
+    /// The two deadlines of a session's start, on one timer at a time: the
+    /// handshake's room in flight is given back after `handshake_timeout`
+    /// (a client that never sends CONNECT does not keep it), and a session
+    /// with no namespace joined after `connect_timeout` is closed. Each
+    /// item an actor's context holds at once widens its item list for the
+    /// actor's life (it never shrinks), so a second timer alongside would
+    /// cost every idle socket its room.
+    fn arm_handshake_deadlines(&mut self, ctx: &mut Context<Self>) {
+        let connect = self.config.connect_timeout;
+        let handshake = self.config.handshake_timeout;
+        if self.handshake.is_none() || handshake >= connect {
+            ctx.run_later(connect, |act, ctx| {
+                act.handshake = None;
+                act.check_connected(ctx);
+            });
+            return;
+        }
+        ctx.run_later(handshake, move |act, ctx| {
+            act.handshake = None;
+            ctx.run_later(connect - handshake, |act, ctx| act.check_connected(ctx));
+        });
+    }
+
+    fn check_connected(&mut self, ctx: &mut Context<Self>) {
+        let connected = self
+            .namespaces
+            .iter()
+            .any(|ns| matches!(ns.state, NamespaceState::Connected(_)));
+        if !connected {
+            tracing::debug!(session = %self.id, "no namespace joined within the connect timeout");
+            self.close(DisconnectReason::ConnectTimeout, ctx);
         }
     }
 
@@ -799,16 +820,7 @@ impl Actor for Session {
         self.queue_frames(std::iter::once(open), ctx);
         self.schedule_ping(ctx);
 
-        ctx.run_later(self.config.connect_timeout, |act, ctx| {
-            let connected = act
-                .namespaces
-                .iter()
-                .any(|ns| matches!(ns.state, NamespaceState::Connected(_)));
-            if !connected {
-                tracing::debug!(session = %act.id, "no namespace joined within the connect timeout");
-                act.close(DisconnectReason::ConnectTimeout, ctx);
-            }
-        });
+        self.arm_handshake_deadlines(ctx);
 
         if let Some(mut shutdown) = self.shutdown.take() {
             let signal = async move {
