@@ -30,6 +30,46 @@ def cell(text):
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def section(text, name):
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        return None
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
+def fuzzing(path):
+    """The fuzzers' last figures, read from docs/fuzz.md: they are not tests
+    (`make fuzz`, `make fuzz-api` run apart from `make test`), so the
+    report points at them rather than rerunning them."""
+    if not os.path.exists(path):
+        return []
+    text = open(path).read()
+    out = ["## Fuzzing (not part of `make test`)", ""]
+    decoders = section(text, "fuzz")
+    if decoders is not None:
+        executions, crashed, targets = 0, [], 0
+        for line in decoders.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 8 and cells[4].replace(",", "").isdigit():
+                targets += 1
+                executions += int(cells[4].replace(",", ""))
+                if cells[7] != "none":
+                    crashed.append(cells[0])
+        found = "no crash" if not crashed else "crashes in " + ", ".join(crashed)
+        out.append(f"- `make fuzz`: {targets} decoder targets, {executions:,} inputs on their last runs, {found}")
+    api = section(text, "fuzz-api")
+    if api is not None:
+        rows = {}
+        for line in api.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 2:
+                rows[cells[0]] = cells[1]
+        out.append(f"- `make fuzz-api`: {rows.get('test cases generated', '?')} requests generated from the OpenAPI "
+                   f"document, {rows.get('failures', '?')} failures ({rows.get('result', '?')})")
+    out += ["", "Details and dates: [fuzz.md](fuzz.md).", ""]
+    return out
+
+
 def main():
     source, target, command, passed = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     cases = []
@@ -65,6 +105,7 @@ def main():
             figures = ", ".join(f"{k}: {v}" for k, v in row["figures"].items())
             out.append(f"| {cell(row['case'])} | {cell(row['outcome'])} | {cell(figures)} |")
         out.append("")
+    out += fuzzing(os.path.join(os.path.dirname(target), "fuzz.md"))
     with open(target, "w") as report:
         report.write("\n".join(out))
     print(f"{target}: {len(cases)} cases in {len(by_area)} areas")
