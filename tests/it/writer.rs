@@ -420,10 +420,13 @@ async fn a_writer_crash_mid_traffic_over_sockets_loses_nothing_acked() {
     assert_eq!(unavailable.load(Ordering::SeqCst), 0);
     let crashed = Instant::now();
     app.writer().crash();
-    // In flight or gathering: all four hear `unavailable`, long before the
-    // 5 s statement timeout could have answered.
-    wait_until(&unavailable, 4, Duration::from_secs(2)).await;
-    assert!(crashed.elapsed() < Duration::from_secs(2));
+    // In flight or gathering: all four hear `unavailable` when the writer
+    // dies, before the statement timeout's answer could come (5 s + the
+    // writer's 1 s margin). 4 s, not less: the suite runs the connection
+    // storms beside this test, and on 2 cores the writer's thread took
+    // 1.9 s to reach the crash message once (CI, 2026-12-03).
+    wait_until(&unavailable, 4, Duration::from_secs(4)).await;
+    assert!(crashed.elapsed() < Duration::from_secs(4));
     lock.release().await;
     let before = oks.load(Ordering::SeqCst);
     wait_until(&oks, before + 20, Duration::from_secs(10)).await;
