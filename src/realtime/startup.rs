@@ -31,6 +31,8 @@ pub struct Realtime {
     pub tasks: Arc<aurum_actors::supervisor::TaskCensus>,
     /// The arbiters the long-lived actors and the sessions run on.
     arbiters: Vec<actix::Arbiter>,
+    /// The bridge's own thread, with `REDIS_URL`.
+    _bus_arbiter: Option<actix::Arbiter>,
 }
 
 impl Realtime {
@@ -88,9 +90,19 @@ impl Realtime {
                     presence.departed(users);
                 }
             }));
-            BridgeHandle::start(settings, registry.clone(), arbiters.last())
+            // A thread of its own: the bus's bursts (a connect storm's
+            // subscribes and leases, a Redis reconnect's resubscription)
+            // neither wait behind the sessions' work on a shared arbiter nor
+            // leave their short-lived buffers among the sessions' long-lived
+            // state in that thread's heap.
+            let bus_arbiter = actix::Arbiter::new();
+            BridgeHandle::start(settings, registry.clone(), Some(&bus_arbiter))
+                .map(|bridge| (bridge, bus_arbiter))
         });
-        let bridge = bridge.transpose()?;
+        let (bridge, bus_arbiter) = match bridge.transpose()? {
+            Some((bridge, arbiter)) => (Some(bridge), Some(arbiter)),
+            None => (None, None),
+        };
         let app = ChatApp::new(
             state.jwt.clone(),
             registry.clone(),
@@ -109,7 +121,11 @@ impl Realtime {
                 aurum_actors::supervisor::SupervisorSettings {
                     interval: state.config.resource_interval,
                     high_watermark: state.config.memory_high_watermark,
-                    arbiters: arbiters.iter().map(actix::Arbiter::handle).collect(),
+                    arbiters: arbiters
+                        .iter()
+                        .chain(&bus_arbiter)
+                        .map(actix::Arbiter::handle)
+                        .collect(),
                     tasks: Arc::clone(&tasks),
                     pools: state.pools.clone(),
                 },
@@ -126,6 +142,7 @@ impl Realtime {
             supervisor,
             tasks,
             arbiters,
+            _bus_arbiter: bus_arbiter,
         })
     }
 

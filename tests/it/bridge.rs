@@ -718,3 +718,56 @@ async fn a_healthy_subscriber_survives_its_pings() {
     assert_eq!(bob.expect_event("new_message").await["id"], next["id"]);
     assert!(next["id"].as_i64().unwrap() > first);
 }
+
+/// A renewal goes out a pipeline of 255 users at a time: with more members
+/// than that on a node, every one of their leases must still be renewed
+/// (the first leases lapse after 3 s; the test looks after 4.5 s).
+#[actix_rt::test]
+async fn leases_of_more_members_than_one_pipeline_are_all_renewed() {
+    const MEMBERS: i64 = 400;
+    let redis = TestRedis::start().await;
+    let nodes = nodes(&redis, 1).await;
+    let a = &nodes[0];
+    a.seed(11, usize::try_from(MEMBERS).unwrap(), 4).await;
+    let mut sockets = Vec::new();
+    for user in 11..11 + MEMBERS {
+        sockets.push(member(a, user, None).await);
+        reachable(a, user).await;
+    }
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let mut conn = redis.connection().await;
+    let leases: Vec<String> = redis::cmd("KEYS")
+        .arg("*presence:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(leases.len(), usize::try_from(MEMBERS).unwrap(), "{leases:?}");
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    for key in &leases {
+        let expiry: u64 = redis::cmd("HGET")
+            .arg(key)
+            .arg("a")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(expiry > now_ms, "{key}: lease lapsed at {expiry}, now {now_ms}");
+    }
+    let held: Vec<String> = redis::cmd("KEYS")
+        .arg("*node:a:users")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let count: usize = redis::cmd("SCARD")
+        .arg(&held[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count, usize::try_from(MEMBERS).unwrap());
+    drop(sockets);
+}

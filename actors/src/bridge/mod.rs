@@ -432,6 +432,54 @@ fn now_ms() -> u64 {
         .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Writes this node's presence leases (see the module's documentation).
+struct Leases {
+    prefix: String,
+    node: String,
+    ttl: Duration,
+}
+
+/// Users whose leases go in one pipeline: an `HSET` and a `PEXPIRE` each,
+/// and the `SADD` of them all to the node's set.
+const LEASES_PER_PIPELINE: usize = 255;
+
+impl Leases {
+    /// Writes `users`' leases a pipeline at a time, building each only as
+    /// it goes: a renewal covers every user on the node, and its commands
+    /// built at once (two per user) were a transient peak of several MiB
+    /// every renewal at 16,000 sockets, which the allocator then kept.
+    async fn write(&self, commands: &Commands, users: &[i64]) -> redis::RedisResult<()> {
+        for chunk in users.chunks(LEASES_PER_PIPELINE) {
+            commands.each(self.commands(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    /// `SADD` of `users` to the node's set, and `HSET presence:{user} node
+    /// expiry` and `PEXPIRE` for each.
+    fn commands(&self, users: &[i64]) -> Vec<redis::Cmd> {
+        let expiry = now_ms().saturating_add(u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX));
+        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let mut commands = Vec::with_capacity(users.len() * 2 + 1);
+        if !users.is_empty() {
+            let mut held = redis::cmd("SADD");
+            held.arg(sweep::node_users_key(&self.prefix, &self.node))
+                .arg(users);
+            commands.push(held);
+        }
+        for user in users {
+            let key = presence_key(&self.prefix, *user);
+            let mut lease = redis::cmd("HSET");
+            lease.arg(&key).arg(&self.node).arg(expiry);
+            let mut expire = redis::cmd("PEXPIRE");
+            expire.arg(&key).arg(ttl_ms);
+            commands.push(lease);
+            commands.push(expire);
+        }
+        commands
+    }
+}
+
 /// A channel's state on this node.
 #[derive(Debug, Clone, Copy)]
 struct Channel {
@@ -659,8 +707,9 @@ impl RedisBridge {
             .chunks(batch)
             .map(|c| c.iter().map(|u| self.channel(*u)).collect())
             .collect();
-        let mut leases = self.lease_commands(&subscribe);
-        leases.extend(self.release_commands(&unsubscribe));
+        let leases = self.leases();
+        let releases = self.release_commands(&unsubscribe);
+        let subscribed = subscribe.clone();
         let work = async move {
             let mut sink = sink?;
             for channels in &sub_channels {
@@ -675,7 +724,11 @@ impl RedisBridge {
                     return None;
                 }
             }
-            if let Err(error) = commands.each(leases).await {
+            let written = match leases.write(&commands, &subscribe).await {
+                Ok(()) => commands.each(releases).await.map(drop),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = written {
                 // The channels are subscribed: nothing to rebuild, the
                 // leases go again shortly (see `retry_leases`).
                 tracing::warn!(%error, "bus leases not written; trying again");
@@ -683,7 +736,6 @@ impl RedisBridge {
             }
             Some(true)
         };
-        let subscribed = subscribe.clone();
         let (tx, rx) = oneshot::channel();
         ctx.spawn(work.into_actor(self).map(move |outcome, bridge, ctx| {
             let ok = outcome.is_some();
@@ -744,53 +796,40 @@ impl RedisBridge {
                 bridge.unleased.clear();
                 return;
             }
-            let leases = bridge.lease_commands(&users);
+            let leases = bridge.leases();
             let commands = bridge.commands.clone();
-            ctx.spawn(async move { commands.each(leases).await }.into_actor(bridge).map(
-                move |written, bridge, ctx| match written {
-                    Ok(_) => {
-                        for user in &users {
-                            bridge.unleased.remove(user);
+            let written = async move { leases.write(&commands, &users).await.map(|()| users) };
+            ctx.spawn(
+                written
+                    .into_actor(bridge)
+                    .map(move |written, bridge, ctx| match written {
+                        Ok(users) => {
+                            for user in &users {
+                                bridge.unleased.remove(user);
+                            }
+                            tracing::info!(
+                                users = users.len(),
+                                "bus leases written after a retry; catching up"
+                            );
+                            if let Some(recovered) = &bridge.settings.on_recovered {
+                                recovered(users);
+                            }
                         }
-                        tracing::info!(
-                            users = users.len(),
-                            "bus leases written after a retry; catching up"
-                        );
-                        if let Some(recovered) = &bridge.settings.on_recovered {
-                            recovered(users);
+                        Err(error) => {
+                            tracing::warn!(%error, "bus leases still not written");
+                            bridge.retry_leases(ctx);
                         }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, users = users.len(), "bus leases still not written");
-                        bridge.retry_leases(ctx);
-                    }
-                },
-            ));
+                    }),
+            );
         });
     }
 
-    /// `HSET presence:{user} node expiry` and `PEXPIRE` for each user.
-    fn lease_commands(&self, users: &[i64]) -> Vec<redis::Cmd> {
-        let ttl = self.settings.lease_ttl;
-        let expiry = now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let mut commands = Vec::with_capacity(users.len() * 2 + 1);
-        if !users.is_empty() {
-            let mut held = redis::cmd("SADD");
-            held.arg(sweep::node_users_key(&self.settings.prefix, &self.settings.node))
-                .arg(users);
-            commands.push(held);
+    fn leases(&self) -> Leases {
+        Leases {
+            prefix: self.settings.prefix.clone(),
+            node: self.settings.node.clone(),
+            ttl: self.settings.lease_ttl,
         }
-        for user in users {
-            let key = self.presence(*user);
-            let mut lease = redis::cmd("HSET");
-            lease.arg(&key).arg(&self.settings.node).arg(expiry);
-            let mut expire = redis::cmd("PEXPIRE");
-            expire.arg(&key).arg(ttl_ms);
-            commands.push(lease);
-            commands.push(expire);
-        }
-        commands
     }
 
     /// `HDEL presence:{user} node` for each user, and the users out of
@@ -887,10 +926,10 @@ impl RedisBridge {
                     .map(|(user, _)| *user)
                     .collect();
                 if !renew.is_empty() && bridge.sink.is_some() {
-                    let leases = bridge.lease_commands(&renew);
+                    let leases = bridge.leases();
                     let commands = bridge.commands.clone();
                     actix::spawn(async move {
-                        if let Err(error) = commands.each(leases).await {
+                        if let Err(error) = leases.write(&commands, &renew).await {
                             tracing::warn!(%error, "bus leases not renewed");
                         }
                     });
@@ -1095,7 +1134,7 @@ impl RedisBridge {
         if self.channels.get(&user).is_some_and(|c| c.subscribed) {
             // Subscribed still (lingering, or another socket's): the lease
             // may have been released; write it again before answering.
-            let lease = self.lease_commands(&[user]);
+            let lease = self.leases().commands(&[user]);
             let commands = self.commands.clone();
             actix::spawn(async move {
                 if let Err(error) = commands.each(lease).await {
