@@ -99,10 +99,7 @@ impl Realtime {
             BridgeHandle::start(settings, registry.clone(), Some(&bus_arbiter))
                 .map(|bridge| (bridge, bus_arbiter))
         });
-        let (bridge, bus_arbiter) = match bridge.transpose()? {
-            Some((bridge, arbiter)) => (Some(bridge), Some(arbiter)),
-            None => (None, None),
-        };
+        let (bridge, bus_arbiter) = bridge.transpose()?.unzip();
         let app = ChatApp::new(
             state.jwt.clone(),
             registry.clone(),

@@ -1134,10 +1134,10 @@ impl RedisBridge {
         if self.channels.get(&user).is_some_and(|c| c.subscribed) {
             // Subscribed still (lingering, or another socket's): the lease
             // may have been released; write it again before answering.
-            let lease = self.leases().commands(&[user]);
+            let leases = self.leases();
             let commands = self.commands.clone();
             actix::spawn(async move {
-                if let Err(error) = commands.each(lease).await {
+                if let Err(error) = leases.write(&commands, &[user]).await {
                     tracing::warn!(%error, user, "bus lease not written");
                 }
                 let _ = reply.send(());
