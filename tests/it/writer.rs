@@ -506,3 +506,56 @@ async fn a_writer_that_keeps_crashing_is_restarted_ever_later_and_then_writes() 
     assert!(took >= Duration::from_millis(150), "no backoff: {took:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
+
+/// In light traffic a message goes at once; after a batch of 8 or more
+/// (traffic) the next one lingers to gather company, and after a small
+/// batch messages go at once again.
+#[actix_rt::test]
+async fn a_message_lingers_only_after_a_busy_batch() {
+    const LINGER: Duration = Duration::from_secs(1);
+    let app = TestApp::spawn().await;
+    app.seed(1, 5, 1).await;
+    let settings = WriterSettings {
+        linger: LINGER,
+        ..WriterSettings::default()
+    };
+    let (writer, arbiter) = own_writer(&app, settings);
+    let answers: Answers = Arc::default();
+    let answered_after = |count: usize, index: usize| {
+        let writer = writer.clone();
+        let answers = answers.clone();
+        async move {
+            let sent = Instant::now();
+            submit(&writer, &answers, index, out(1, 2, format!("m{index}"), None));
+            wait_for_answers(&answers, count, Duration::from_secs(10)).await;
+            sent.elapsed()
+        }
+    };
+    let first = answered_after(1, 0).await;
+    assert!(first < LINGER / 2, "a lone message waited {first:?}");
+
+    // A batch of one waits on the lock while ten gather behind it; they go
+    // as one batch the moment it commits.
+    let lock = OrderLock::take(&app).await;
+    for index in 1..12 {
+        submit(&writer, &answers, index, out(1, 2, format!("m{index}"), None));
+        if index == 1 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    lock.release().await;
+    wait_for_answers(&answers, 12, Duration::from_secs(10)).await;
+
+    let after_busy = answered_after(13, 12).await;
+    assert!(
+        after_busy >= LINGER - Duration::from_millis(50),
+        "after a busy batch it waited only {after_busy:?}"
+    );
+    let after_lone = answered_after(14, 13).await;
+    assert!(
+        after_lone < LINGER / 2,
+        "after a batch of one it waited {after_lone:?}"
+    );
+    assert_once_each(&answers, 14);
+    arbiter.stop();
+}

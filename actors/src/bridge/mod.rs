@@ -280,6 +280,8 @@ impl RedisBridge {
             to_subscribe: HashSet::new(),
             to_unsubscribe: HashSet::new(),
             batch_timer: None,
+            unsubscribing: false,
+            subscriber_generation: 0,
             attempt: 0,
             connecting: false,
             ever_up: false,
@@ -509,6 +511,18 @@ pub struct RedisBridge {
     to_subscribe: HashSet<i64>,
     to_unsubscribe: HashSet<i64>,
     batch_timer: Option<SpawnHandle>,
+    /// A flush that unsubscribes is out: the next flush waits for it.
+    /// Otherwise a user's subscribe and lease (a socket back) could land
+    /// before the earlier flush's unsubscribe and release of the same user
+    /// (its lingering channel let go): the channel then stayed unsubscribed
+    /// while the node took it for subscribed, or the lease was gone until
+    /// the next renewal, and either way other nodes' events for the socket
+    /// were lost. Flushes that only subscribe (a connect storm's) overlap:
+    /// none of their users can be let go meanwhile, having just arrived.
+    unsubscribing: bool,
+    /// Counts subscriber connections: a flush that answers for an earlier
+    /// one only lets the next flush go.
+    subscriber_generation: u64,
     /// Failed connection attempts in a row (the backoff's exponent).
     attempt: u32,
     connecting: bool,
@@ -573,10 +587,6 @@ impl RedisBridge {
 }
 
 impl RedisBridge {
-    fn channel(&self, user: i64) -> String {
-        channel_key(&self.settings.prefix, user)
-    }
-
     fn presence(&self, user: i64) -> String {
         presence_key(&self.settings.prefix, user)
     }
@@ -624,6 +634,10 @@ impl RedisBridge {
         self.sink = Some(sink);
         self.stream = Some(ctx.add_stream(stream.map(Incoming)));
         self.attempt = 0;
+        // A flush still out went to the old subscriber: this one's first
+        // flush does not wait for it.
+        self.subscriber_generation += 1;
+        self.unsubscribing = false;
         // Every wanted channel again, in batches.
         for (user, channel) in &mut self.channels {
             channel.subscribed = false;
@@ -699,27 +713,28 @@ impl RedisBridge {
         let sink = self.sink.clone();
         let commands = self.commands.clone();
         let batch = self.settings.batch.max(1);
-        let sub_channels: Vec<Vec<String>> = subscribe
-            .chunks(batch)
-            .map(|c| c.iter().map(|u| self.channel(*u)).collect())
-            .collect();
-        let unsub_channels: Vec<Vec<String>> = unsubscribe
-            .chunks(batch)
-            .map(|c| c.iter().map(|u| self.channel(*u)).collect())
-            .collect();
+        // Each batch's channel names are made as it goes: one flush after a
+        // connect storm can hold every user of the node.
+        let prefix = self.settings.prefix.clone();
+        let channels_of = move |users: &[i64]| -> Vec<String> {
+            users.iter().map(|user| channel_key(&prefix, *user)).collect()
+        };
         let leases = self.leases();
         let releases = self.release_commands(&unsubscribe);
         let subscribed = subscribe.clone();
+        let unsubscribes = !unsubscribe.is_empty();
+        self.unsubscribing |= unsubscribes;
+        let generation = self.subscriber_generation;
         let work = async move {
             let mut sink = sink?;
-            for channels in &sub_channels {
-                if let Err(error) = sink.subscribe(channels).await {
+            for users in subscribe.chunks(batch) {
+                if let Err(error) = sink.subscribe(&channels_of(users)).await {
                     tracing::warn!(%error, "bus subscribe failed");
                     return None;
                 }
             }
-            for channels in &unsub_channels {
-                if let Err(error) = sink.unsubscribe(channels).await {
+            for users in unsubscribe.chunks(batch) {
+                if let Err(error) = sink.unsubscribe(&channels_of(users)).await {
                     tracing::warn!(%error, "bus unsubscribe failed");
                     return None;
                 }
@@ -738,6 +753,15 @@ impl RedisBridge {
         };
         let (tx, rx) = oneshot::channel();
         ctx.spawn(work.into_actor(self).map(move |outcome, bridge, ctx| {
+            if generation != bridge.subscriber_generation {
+                // Its subscriber is gone and a new one has taken over,
+                // with a flush of its own.
+                let _ = tx.send(false);
+                return;
+            }
+            if unsubscribes {
+                bridge.unsubscribing = false;
+            }
             let ok = outcome.is_some();
             if outcome == Some(false) {
                 bridge.unleased(&subscribed, ctx);
@@ -755,6 +779,9 @@ impl RedisBridge {
                 bridge.stats.subscriptions.store(count as u64, Ordering::Relaxed);
             } else if bridge.sink.is_some() {
                 bridge.disconnected(ctx);
+            }
+            if !bridge.to_subscribe.is_empty() || !bridge.to_unsubscribe.is_empty() {
+                bridge.schedule_flush(ctx);
             }
             let _ = tx.send(ok);
         }));
@@ -879,7 +906,9 @@ impl RedisBridge {
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.batch_timer.is_some() || self.sink.is_none() {
+        // While an unsubscribing flush is out, what gathers goes when it
+        // is done.
+        if self.batch_timer.is_some() || self.sink.is_none() || self.unsubscribing {
             return;
         }
         self.batch_timer = Some(ctx.run_later(BATCH_WINDOW, |bridge, ctx| {

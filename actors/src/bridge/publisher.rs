@@ -1,4 +1,4 @@
-//! The shared publisher: one connection, pipelines of queued events.
+//! The shared publisher: one connection, batches of queued events.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,22 +8,46 @@ use tokio::sync::mpsc;
 use super::bus::{Bus, COMMAND_TIMEOUT, Connection, timed_out};
 use super::{BridgeStats, channel_key, lease_reads, leased_elsewhere, now_ms, presence_key};
 
-/// Publishes `ARGV[3]` on channel `ARGV[1]` if a node other than `ARGV[2]`
-/// holds a live lease in the hash `KEYS[1]`; answers the number of
-/// receivers, or -1 when nobody else holds the user.
+/// Publishes a batch of events, each to the users another node holds.
+///
+/// `KEYS[i]` is event i's presence hash (node id -> lease expiry in Unix
+/// ms), `ARGV[1]` this node, `ARGV[2i]` and `ARGV[2i + 1]` event i's
+/// channel and envelope. An event is published when a node other than this
+/// one holds a live lease on its user; the answer is how many were. One
+/// script a batch, not one an event: a script call's own cost (its
+/// arguments, the clock, the reply) was about 40 % of what an event cost
+/// Redis in batches of 40 (INFO commandstats: 5.0 µs an event, 3.0).
+/// A user's leases are read once a batch: a sender's events often share
+/// one.
 const PUBLISH_SCRIPT: &str = r"
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local leases = redis.call('HGETALL', KEYS[1])
-for i = 1, #leases, 2 do
-  if leases[i] ~= ARGV[2] and tonumber(leases[i + 1]) > ms then
-    return redis.call('PUBLISH', ARGV[1], ARGV[3])
+local node = ARGV[1]
+local elsewhere = {}
+local published = 0
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local held = elsewhere[key]
+  if held == nil then
+    held = false
+    local leases = redis.call('HGETALL', key)
+    for j = 1, #leases, 2 do
+      if leases[j] ~= node and tonumber(leases[j + 1]) > ms then
+        held = true
+        break
+      end
+    end
+    elsewhere[key] = held
+  end
+  if held then
+    redis.call('PUBLISH', ARGV[2 * i], ARGV[2 * i + 1])
+    published = published + 1
   end
 end
-return -1
+return published
 ";
 
-/// Most events in one pipeline.
+/// Most events in one script call.
 const PUBLISH_PIPELINE: usize = 256;
 
 /// One event on its way to the bus.
@@ -82,8 +106,8 @@ impl Publisher {
 
     /// Publishes `batch` to the users held on other nodes.
     ///
-    /// On one Redis that is a script per event, which checks the leases
-    /// and publishes in one step. In a cluster a script may not touch two
+    /// On one Redis that is one script for the whole batch, which checks
+    /// the leases and publishes in one step. In a cluster a script may not touch two
     /// slots (the lease and the channel are in different ones), so the
     /// leases are read first, per slot, and SPUBLISH goes to the users
     /// another node holds. Both answer the same question at the same
@@ -96,18 +120,17 @@ impl Publisher {
         batch: &[Outbound],
     ) -> redis::RedisResult<()> {
         if let Connection::Single(_) = connection {
-            let mut pipe = redis::pipe();
+            let mut call = redis::cmd("EVALSHA");
+            call.arg(script).arg(batch.len());
             for event in batch {
-                pipe.cmd("EVALSHA")
-                    .arg(script)
-                    .arg(1)
-                    .arg(presence_key(&self.prefix, event.user))
-                    .arg(channel_key(&self.prefix, event.user))
-                    .arg(&self.node)
-                    .arg(&event.payload)
-                    .ignore();
+                call.arg(presence_key(&self.prefix, event.user));
             }
-            return pipe.query_async::<()>(connection).await;
+            call.arg(&self.node);
+            for event in batch {
+                call.arg(channel_key(&self.prefix, event.user))
+                    .arg(&event.payload);
+            }
+            return call.query_async::<i64>(connection).await.map(drop);
         }
         let reads = lease_reads(&self.prefix, batch.iter().map(|event| event.user));
         let leases = connection.each(reads).await?;
