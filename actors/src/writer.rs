@@ -67,9 +67,9 @@ pub struct WriterSettings {
     pub max_pending: usize,
     /// How long a message waits for others before its batch goes, when no
     /// batch is in the database (while one is, messages gather until it
-    /// commits) and the last batch had company. A message after a lone
-    /// one, or with zero here, goes once the writer has read what is in its
-    /// mailbox.
+    /// commits) and the last batch held `BUSY_BATCH` (8) or more. After a
+    /// smaller batch, or with zero here, it goes once the writer has read
+    /// what is in its mailbox.
     pub linger: Duration,
     /// Batches in the database at once.
     pub max_in_flight: usize,
@@ -367,14 +367,14 @@ impl MessageWriter {
                 writer.timer = None;
                 writer.guarded(ctx, Self::flush);
             };
-            // Messages in light traffic (the last batch was small) go on this turn of
-            // the actor, after every message its mailbox holds now: those
-            // that arrived together still share a batch, and none waits on
-            // a timer, which tokio rounds up to the next millisecond (at
-            // 1,000 msg/s a 500 µs linger was 1.0 ms of a delivery p50 of
-            // 1.8 ms). Under traffic the linger gathers batches: without
-            // it, at 20,000 msg/s, small batches cost the database more
-            // than the wait saved (docs/benchmarks.md).
+            // In light traffic (the last batch was small) a message goes on
+            // this turn of the actor, after every message its mailbox holds
+            // now: those that arrived together still share a batch, and
+            // none waits on a timer, which tokio rounds up to the next
+            // millisecond (at 1,000 msg/s a 500 µs linger was 1.0 ms of a
+            // delivery p50 of 1.8 ms). Under traffic the linger gathers
+            // batches: without it, at 20,000 msg/s, small batches cost the
+            // database more than the wait saved (docs/benchmarks.md).
             let light = self.last_batch < BUSY_BATCH;
             self.timer = Some(if light || self.settings.linger.is_zero() {
                 ctx.spawn(fut::ready(()).map(move |(), writer, ctx| go(writer, ctx)))

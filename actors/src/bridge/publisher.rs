@@ -48,7 +48,7 @@ return published
 ";
 
 /// Most events in one script call.
-const PUBLISH_PIPELINE: usize = 256;
+const PUBLISH_BATCH: usize = 256;
 
 /// One event on its way to the bus.
 pub(super) struct Outbound {
@@ -67,8 +67,8 @@ impl Publisher {
     pub(super) async fn run(self, mut queued: mpsc::Receiver<Outbound>) {
         let script = redis::Script::new(PUBLISH_SCRIPT);
         let mut conn: Option<Connection> = None;
-        let mut batch = Vec::with_capacity(PUBLISH_PIPELINE);
-        while queued.recv_many(&mut batch, PUBLISH_PIPELINE).await > 0 {
+        let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+        while queued.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
             if conn.is_none() {
                 conn = self.connect().await;
             }
@@ -107,10 +107,10 @@ impl Publisher {
     /// Publishes `batch` to the users held on other nodes.
     ///
     /// On one Redis that is one script for the whole batch, which checks
-    /// the leases and publishes in one step. In a cluster a script may not touch two
-    /// slots (the lease and the channel are in different ones), so the
-    /// leases are read first, per slot, and SPUBLISH goes to the users
-    /// another node holds. Both answer the same question at the same
+    /// the leases and publishes in one step. In a cluster a script may not
+    /// touch two slots (the lease and the channel are in different ones),
+    /// so the leases are read first, per slot, and SPUBLISH goes to the
+    /// users another node holds. Both answer the same question at the same
     /// point: a node that takes a lease after the check replays from the
     /// database what was committed before it (see `BridgeHandle::reach`).
     async fn send(
